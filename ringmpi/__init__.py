@@ -1,0 +1,5 @@
+"""ringmpi: parallel Python under MPI, from a laptop to a cluster."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

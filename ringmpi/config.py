@@ -1,0 +1,52 @@
+"""Every ``RINGMPI_*`` environment variable, read in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+#: Run even when the launcher and MPI disagree on the number of ranks.
+SKIP_LAUNCHER_CHECK = "RINGMPI_SKIP_LAUNCHER_CHECK"
+#: Cores available to each node's workers, overriding detection.
+CORES = "RINGMPI_CORES"
+#: Longest sleep, in seconds, between polls while a rank waits for a message.
+POLL_MAX_SLEEP = "RINGMPI_POLL_MAX_SLEEP"
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def skip_launcher_check(environ: Mapping[str, str] | None = None) -> bool:
+    """Return whether the launcher check is switched off."""
+    return _env(environ).get(SKIP_LAUNCHER_CHECK, "").strip().lower() in _TRUE
+
+
+def cores(environ: Mapping[str, str] | None = None) -> int | None:
+    """Return the cores per node set by the user, or None to detect them.
+
+    Raises:
+        ValueError: The variable is set but is not a positive integer.
+    """
+    value = _env(environ).get(CORES, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{CORES} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def poll_max_sleep(environ: Mapping[str, str] | None = None) -> float:
+    """Return the longest sleep between polls, in seconds (default 1 ms)."""
+    value = _env(environ).get(POLL_MAX_SLEEP, "").strip()
+    if not value:
+        return 1e-3
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{POLL_MAX_SLEEP} must be a number of seconds, not {value!r}") from None
+    if not 0 <= seconds <= 1:
+        raise ValueError(f"{POLL_MAX_SLEEP} must be between 0 and 1 second, not {value!r}")
+    return seconds

@@ -1,0 +1,211 @@
+"""Start-up and shutdown shared by every ``python -m ringmpi.<program>``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Callable, NoReturn
+
+from . import config
+
+#: Exit status for bad usage (as argparse), and for any other failure.
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+# Environment variables through which launchers tell a process the size of
+# its job. If MPI says the world has one rank but one of these says more,
+# the launcher and the MPI library that mpi4py loaded do not belong together.
+LAUNCHER_SIZE_VARS = (
+    "OMPI_COMM_WORLD_SIZE",  # Open MPI
+    "PMI_SIZE",  # MPICH / Hydra, Intel MPI, Slurm PMI-1/2
+    "MV2_COMM_WORLD_SIZE",  # MVAPICH
+    "SLURM_STEP_NUM_TASKS",  # srun
+)
+LAUNCHER_RANK_VARS = (
+    "OMPI_COMM_WORLD_RANK",
+    "PMI_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "SLURM_PROCID",
+)
+
+
+class RingmpiError(Exception):
+    """An expected failure, reported as one ``error:`` line.
+
+    Attributes:
+        exit_code: The exit status of the job.
+        collective: True when every rank raises the same error (bad usage, a
+            check that all ranks made together), so that rank 0 reports it and
+            every rank simply exits. Otherwise the rank that raised it reports
+            it and aborts the job, since the others may be waiting on it.
+    """
+
+    exit_code = EXIT_FAILURE
+    collective = False
+
+
+class UsageError(RingmpiError):
+    """Bad command-line arguments; raised identically on every rank."""
+
+    exit_code = EXIT_USAGE
+    collective = True
+
+
+class LauncherMismatch(RingmpiError):
+    """The launcher started N processes but each sees a world of one rank."""
+
+    collective = True
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser that raises ``UsageError`` instead of exiting.
+
+    Every rank parses the same argv, so every rank raises the same error and
+    ``launch`` can report it once, from rank 0.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def print_help(self, file=None) -> None:  # type: ignore[no-untyped-def]
+        if _rank() == 0:
+            super().print_help(file)
+
+    def print_usage(self, file=None) -> None:  # type: ignore[no-untyped-def]
+        if _rank() == 0:
+            super().print_usage(file)
+
+    def _print_message(self, message: str, file=None) -> None:  # type: ignore[no-untyped-def]
+        # --version and the like print through here.
+        if _rank() == 0:
+            super()._print_message(message, file)
+
+
+def _rank() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
+
+
+def tag(rank: int | None = None) -> str:
+    """Return the ``[rank@host]`` prefix for per-rank diagnostics."""
+    return f"[{_rank() if rank is None else rank}@{socket.gethostname()}]"
+
+
+def check_launcher(world_size: int, environ: dict[str, str] | None = None) -> None:
+    """Raise ``LauncherMismatch`` if the launcher started more ranks than MPI sees.
+
+    Args:
+        world_size: The size of ``MPI.COMM_WORLD``.
+        environ: The environment to read (default ``os.environ``).
+
+    Raises:
+        LauncherMismatch: ``world_size`` is 1 but a launcher variable says more.
+    """
+    env = os.environ if environ is None else environ
+    if world_size != 1 or config.skip_launcher_check(env):
+        return
+    for name in LAUNCHER_SIZE_VARS:
+        value = env.get(name, "")
+        if value.isdigit() and int(value) > 1:
+            raise LauncherMismatch(
+                f"the launcher started {value} processes ({name}={value}) but MPI "
+                "sees a world of 1 rank: mpi4py is using a different MPI library "
+                "than the mpiexec that started it, so each process would run "
+                "alone. Use the mpiexec of the library that "
+                "'python -m mpi4py --mpi-library' names, or rebuild mpi4py "
+                f"against your MPI (set {config.SKIP_LAUNCHER_CHECK}=1 to run "
+                "anyway)"
+            )
+
+
+def _launcher_rank(environ: dict[str, str]) -> int:
+    for name in LAUNCHER_RANK_VARS:
+        value = environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def _print_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    prefix = tag()
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    lines = [f"{prefix} {line}" for line in text.rstrip("\n").splitlines()]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _abort(status: int) -> NoReturn:
+    """End the whole job now: other ranks may be blocked waiting on this one."""
+    from mpi4py import MPI
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    MPI.COMM_WORLD.Abort(status)
+    raise SystemExit(status)  # not reached
+
+
+def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)`` as an MPI program and return its exit status.
+
+    Expected failures (``RingmpiError``) become one ``error:`` line. A
+    collective one (bad usage) is printed by rank 0 and every rank returns its
+    exit status; any other is printed by the rank that raised it, which then
+    aborts the job. An uncaught exception prints its traceback once, each line
+    prefixed ``[rank@host]``, and aborts the whole job with status 1: without
+    that, the other ranks would wait forever in ``MPI_Finalize``.
+
+    Args:
+        main: The program; returns its exit status.
+        argv: Arguments for ``main`` (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status for ``sys.exit``.
+    """
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    size = comm.Get_size()
+    try:
+        try:
+            check_launcher(size)
+        except LauncherMismatch as exc:
+            if _launcher_rank(dict(os.environ)) == 0:
+                _print_error(str(exc))
+            return exc.exit_code
+        return main(argv)
+    except RingmpiError as exc:
+        if exc.collective:
+            if comm.Get_rank() == 0:
+                _print_error(str(exc))
+            return exc.exit_code
+        _print_error(str(exc))
+        if size > 1:
+            _abort(exc.exit_code)
+        return exc.exit_code
+    except SystemExit as exc:
+        # sys.exit(0) and --help end normally; a non-zero exit from one rank
+        # must not leave the others waiting.
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code and size > 1:
+            if not isinstance(exc.code, int) and exc.code is not None:
+                _print_error(f"{tag()} {exc.code}")
+            _abort(code)
+        raise
+    except KeyboardInterrupt:
+        _print_error(f"{tag()} interrupted")
+        if size > 1:
+            _abort(130)
+        return 130
+    except BaseException as exc:
+        _print_traceback(exc)
+        if size > 1:
+            _abort(EXIT_FAILURE)
+        return EXIT_FAILURE
