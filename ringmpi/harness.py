@@ -6,14 +6,17 @@ import argparse
 import os
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
 from . import config
 
-#: Exit status for bad usage (as argparse), and for any other failure.
+#: Exit status for bad usage (as argparse), for a run past its time limit
+#: (as coreutils' timeout), and for any other failure.
 EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
 EXIT_FAILURE = 1
 
 # Environment variables through which launchers tell a process the size of
@@ -150,6 +153,37 @@ def _abort(status: int) -> NoReturn:
     sys.stderr.flush()
     MPI.COMM_WORLD.Abort(status)
     raise SystemExit(status)  # not reached
+
+
+def start_watchdog(seconds: float, what: str = "the run") -> threading.Timer:
+    """Abort the whole job if it is still running after ``seconds``.
+
+    Every rank starts one; rank 0's fires first and reports, the others fire
+    a little later in case rank 0 cannot (stopped, or stuck in a call that
+    never returns).
+
+    Args:
+        seconds: The time limit.
+        what: What is timed, for the message.
+
+    Returns:
+        The timer; ``cancel()`` it when the run ends in time.
+    """
+    rank = _rank()
+    delay = seconds if rank == 0 else seconds + 2.0
+
+    def fire() -> None:
+        _print_error(f"{tag(rank)} {what} did not finish within {seconds:g} s (--timeout)")
+        # If MPI cannot abort (its daemon is gone), leave anyway.
+        last_resort = threading.Timer(5.0, os._exit, (EXIT_TIMEOUT,))
+        last_resort.daemon = True
+        last_resort.start()
+        _abort(EXIT_TIMEOUT)
+
+    timer = threading.Timer(delay, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,301 @@
+"""The Fibonacci farm: slow recursive fib of many n, farmed out over MPI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import fib as fibmod
+from .farm import Farm, FarmStats
+from .harness import ArgumentParser, RingmpiError, UsageError, launch, start_watchdog
+
+PROG = "python -m ringmpi.fibfarm"
+DEFAULT_TASKS = [38, 37, 36, 35, 34, 33]
+#: Estimated single-core time above which a run needs --force.
+MAX_SECONDS = 3600.0
+
+_RANGE_RE = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
+
+
+class VerifyError(RingmpiError):
+    """A result differs from the exact Fibonacci number."""
+
+
+def parse_tasks(words: Sequence[str]) -> list[int]:
+    """Parse numbers and ranges (``30-35`` or ``38-33``, ends included).
+
+    Raises:
+        ValueError: A word is not a positive integer or a range of them, or
+            the list is empty.
+    """
+    tasks: list[int] = []
+    for word in words:
+        for part in word.replace(",", " ").split() or [word]:
+            tasks += _parse_word(part)
+    if not tasks:
+        raise ValueError("no tasks given")
+    return tasks
+
+
+def _parse_word(word: str) -> list[int]:
+    match = _RANGE_RE.match(word)
+    if match and not word.strip().startswith("-"):
+        lo, hi = int(match.group(1)), int(match.group(2))
+        if min(lo, hi) < 1:
+            raise ValueError(f"invalid range {word!r}: n must be at least 1")
+        step = 1 if hi >= lo else -1
+        return list(range(lo, hi + step, step))
+    try:
+        n = int(word)
+    except ValueError:
+        if not word.strip():
+            raise ValueError(
+                "empty task: give positive integers such as 38 or ranges such as 30-35"
+            ) from None
+        raise ValueError(
+            f"invalid task {word!r}: give positive integers such as 38 or ranges such as 30-35"
+        ) from None
+    if n < 1:
+        raise ValueError(f"invalid task {word!r}: n must be at least 1")
+    return [n]
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG,
+        description="compute the slow recursive Fibonacci of each task over MPI ranks",
+    )
+    parser.add_argument(
+        "tasks",
+        nargs="*",
+        help="numbers and ranges such as 38 37 or 38-33 (default 38-33)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=["dynamic", "static"],
+        default="dynamic",
+        help="workers pull tasks (dynamic, default) or get balanced shares up front (static)",
+    )
+    parser.add_argument(
+        "--split",
+        type=_nonnegative_int,
+        default=0,
+        metavar="D",
+        help="unfold each fib(n) D levels into up to 2^D sub-calls (same work, smaller pieces)",
+    )
+    parser.add_argument("--chunksize", type=_positive_int, default=None, help="tasks per chunk")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also time a sequential run and show the speed-up"
+    )
+    parser.add_argument(
+        "--verify", action="store_true", help="check every result against exact Fibonacci"
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, default=None, help="abort the run after SECONDS"
+    )
+    parser.add_argument(
+        "--task-timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="abort when one task runs longer than this",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="run even when the estimate is over an hour"
+    )
+    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the results")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if not 0 <= value <= 30:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 30, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("years", 31557600), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def subtasks(tasks: Sequence[int], depth: int) -> list[tuple[int, int]]:
+    """Return ``(task_index, m)`` for every sub-call of every task."""
+    return [(i, m) for i, n in enumerate(tasks) for m in fibmod.split(n, depth)]
+
+
+def fib_of(item: tuple[int, int]) -> int:
+    """Farm function for split tasks: ``fib`` of the sub-call argument."""
+    return fibmod.fib(item[1])
+
+
+def fib_cost(item: tuple[int, int]) -> float:
+    """Relative cost of a split task: the calls it makes."""
+    return float(fibmod.calls(item[1]))
+
+
+def run(comm, tasks: Sequence[int] | None, args: argparse.Namespace, progress=None):
+    """Run the farm; collective.
+
+    Returns:
+        On the root ``(results, stats)`` with one exact int per task, else None.
+    """
+    items = subtasks(tasks, args.split) if tasks is not None else None
+    farm = Farm(
+        comm,
+        fib_of,
+        schedule=args.schedule,
+        chunksize=args.chunksize,
+        cost=fib_cost,
+        task_timeout=args.task_timeout,
+        progress=progress,
+    )
+    values = farm.map(items)
+    if values is None or tasks is None or items is None:
+        return None
+    results = [0] * len(tasks)
+    for (index, _), value in zip(items, values):
+        results[index] += value
+    return results, farm.stats
+
+
+def _progress_bar(total_hint: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_hint, desc="fib", unit="task", file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
+    if args.json:
+        doc: dict[str, Any] = {
+            "program": "fibfarm",
+            "ranks": size,
+            "schedule": args.schedule,
+            "split": args.split,
+            "results": [{"n": n, "fib": v} for n, v in zip(tasks, results)],
+            "elapsed": stats.elapsed,
+            "root_computes": stats.root_computes,
+            "idle_ranks": stats.idle_ranks,
+            "workers": [vars(w) for w in stats.workers],
+            "verified": bool(args.verify),
+        }
+        if baseline is not None:
+            doc.update(sequential=baseline, speedup=baseline / stats.elapsed)
+        return json.dumps(doc, indent=2)
+    lines = [f"fib({n}) = {v}" for n, v in zip(tasks, results)]
+    if args.quiet:
+        return "\n".join(lines)
+    computing = len(stats.workers)
+    lines.append(
+        f"# {len(tasks)} tasks on {size} ranks, {computing} computing"
+        + (f", {len(stats.idle_ranks)} idle (no free core)" if stats.idle_ranks else "")
+        + f", {args.schedule}"
+        + (f", split {args.split}" if args.split else "")
+    )
+    lines.append(f"# {'rank':>5} {'host':<20} {'tasks':>6} {'busy [s]':>9}")
+    for w in stats.workers:
+        lines.append(f"  {w.rank:>5} {w.host:<20} {w.tasks:>6} {w.busy:>9.3f}")
+    lines.append(f"elapsed {stats.elapsed:.3f} s")
+    if baseline is not None:
+        lines.append(
+            f"sequential {baseline:.3f} s, speed-up {baseline / stats.elapsed:.2f}x "
+            f"on {computing} computing rank(s)"
+        )
+    if args.verify:
+        lines.append(f"verified {len(tasks)} results against exact Fibonacci")
+    lines.append(f"done: {len(results)} of {len(tasks)} results in {stats.elapsed:.3f} s")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the farm; see ``python -m ringmpi.fibfarm --help``."""
+    from mpi4py import MPI
+
+    args = build_parser().parse_args(argv)
+    try:
+        tasks = parse_tasks(args.tasks) if args.tasks else list(DEFAULT_TASKS)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    estimate = fibmod.estimate_seconds(tasks)
+    if estimate > MAX_SECONDS and not args.force:
+        biggest = max(tasks)
+        raise UsageError(
+            f"fib({biggest}) by naive recursion makes {fibmod.calls(biggest):.2e} calls: "
+            f"these tasks would take about {_duration(estimate)} of CPU time "
+            f"(at {fibmod.CALLS_PER_SECOND:.1e} calls/s); pass --force to run them anyway"
+        )
+    if args.timeout is not None:
+        watchdog = start_watchdog(args.timeout, "fibfarm")
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    progress = _progress_bar(len(tasks)) if args.progress and rank == 0 else None
+    outcome = run(comm, tasks if rank == 0 else None, args, progress)
+    if outcome is None:
+        return 0
+    results, stats = outcome
+    if len(results) != len(tasks):
+        raise RingmpiError(f"only {len(results)} of {len(tasks)} results came back")
+    if args.verify:
+        wrong = [(n, v) for n, v in zip(tasks, results) if v != fibmod.fib_exact(n)]
+        if wrong:
+            n, v = wrong[0]
+            raise VerifyError(
+                f"{len(wrong)} wrong result(s): fib({n}) = {v}, expected {fibmod.fib_exact(n)}"
+            )
+    baseline = None
+    if args.baseline:
+        start = time.perf_counter()
+        sequential = [fibmod.fib(n) for n in tasks]
+        baseline = time.perf_counter() - start
+        if sequential != results:
+            raise VerifyError("the sequential run and the farm disagree")
+    if args.timeout is not None:
+        watchdog.cancel()
+    print(_report(tasks, results, stats, baseline, comm.Get_size(), args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(launch(main))
