@@ -1,0 +1,208 @@
+#!/usr/bin/python3
+"""Run mpiexec across the ringmpi docker cluster, from the head node."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+SHARED = Path("/cluster")
+MPIEXEC = "/opt/venv/bin/mpiexec"
+PROG = "ringmpi-launch"
+
+# Open MPI settings for a container network: TCP between nodes on the cluster
+# subnet only, and OOB keep-alive probes so a lost node is noticed in about
+# 11 s instead of about 8 minutes (defaults 300/20/9).
+KEEPALIVE = ("oob_tcp_keepalive_time", "5", "oob_tcp_keepalive_intvl", "2",
+             "oob_tcp_keepalive_probes", "3")
+
+
+class LaunchError(Exception):
+    """A failure to report as one error line."""
+
+
+def natural_key(name: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def read_nodes(head: str) -> dict[str, int]:
+    """Return {host: slots} for every node that registered on the volume."""
+    nodes = {}
+    for path in sorted((SHARED / "nodes").glob("*"), key=lambda p: natural_key(p.name)):
+        match = re.search(r"slots=(\d+)", path.read_text())
+        if match and not path.name.endswith(".tmp"):
+            nodes[path.name] = int(match.group(1))
+    if head not in nodes:
+        raise LaunchError(f"the head {head} is not registered in {SHARED}/nodes")
+    return nodes
+
+
+def write_known_hosts() -> None:
+    ssh_dir = Path.home() / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    parts = sorted((SHARED / "ssh" / "known_hosts.d").glob("*"))
+    text = "".join(p.read_text() for p in parts if ".tmp." not in p.name)
+    (ssh_dir / "known_hosts").write_text(text)
+
+
+def reachable(host: str) -> bool:
+    """Return True when an ssh login to host works now."""
+    try:
+        done = subprocess.run(["ssh", host, "true"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=10)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def check_hosts(hosts: Sequence[str]) -> dict[str, bool]:
+    if not hosts:
+        return {}
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        return dict(zip(hosts, pool.map(reachable, hosts)))
+
+
+def cluster_network() -> str:
+    """Return the CIDR of the cluster network (RINGMPI_NETWORK or eth0's)."""
+    if os.environ.get("RINGMPI_NETWORK"):
+        return os.environ["RINGMPI_NETWORK"]
+    iface = os.environ.get("RINGMPI_IFACE", "eth0")
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", iface],
+                         capture_output=True, text=True, check=False).stdout
+    match = re.search(r"inet (\S+)", out)
+    if not match:
+        raise LaunchError(f"no IPv4 address on {iface}; set RINGMPI_NETWORK=a.b.c.d/n")
+    return str(ipaddress.ip_interface(match.group(1)).network)
+
+
+class MapFilter:
+    """Turn mpiexec's --display map block into one line per host."""
+
+    def __init__(self) -> None:
+        self.in_map = False
+        self.node = ""
+        self.ranks: dict[str, list[int]] = {}
+
+    def feed(self, line: bytes) -> bool:
+        """Return True when the line belonged to the map and was consumed."""
+        text = line.decode(errors="replace")
+        if not self.in_map:
+            if "JOB MAP" in text:
+                self.in_map = True
+                return True
+            return not self.ranks and not text.strip()  # blank line before the map
+        if re.fullmatch(r"\s*=+\s*", text):
+            self.in_map = False
+            for host, ranks in self.ranks.items():
+                listed = " ".join(str(r) for r in sorted(ranks))
+                print(f"# {host}: rank{'s' if len(ranks) > 1 else ''} {listed}",
+                      file=sys.stderr, flush=True)
+            return True
+        node = re.match(r"Data for node: (\S+)", text)
+        if node:
+            self.node = node.group(1)
+        proc = re.search(r"Data for proc: \[[^,\]]+,(\d+)\]", text)
+        if proc:
+            self.ranks.setdefault(self.node, []).append(int(proc.group(1)))
+        return True
+
+
+def run(argv: Sequence[str]) -> int:
+    if os.getuid() == 0:
+        raise LaunchError("run me as the user mpi (docker exec -u mpi ...)")
+    if not argv:
+        raise LaunchError("usage: ringmpi-launch <mpiexec arguments>")
+    head = socket.gethostname()
+    nodes = read_nodes(head)
+    write_known_hosts()
+    workers = [h for h in nodes if h != head]
+    up = check_hosts(workers)
+    for host in workers:
+        if not up[host]:
+            print(f"{PROG}: note: leaving out {host}: no ssh login", file=sys.stderr)
+    hosts = [head] + [h for h in workers if up[h]]
+    hostfile = Path.home() / "hostfile"
+    hostfile.write_text("".join(f"{h} slots={nodes[h]}\n" for h in hosts))
+    print("# hostfile: " + ", ".join(f"{h} slots={nodes[h]}" for h in hosts),
+          file=sys.stderr, flush=True)
+
+    net = cluster_network()
+    cmd = [MPIEXEC, "--hostfile", str(hostfile), "--display", "map",
+           "--mca", "btl", "tcp,self",
+           "--mca", "btl_tcp_if_include", net, "--mca", "oob_tcp_if_include", net]
+    for i in range(0, len(KEEPALIVE), 2):
+        cmd += ["--prtemca", KEEPALIVE[i], KEEPALIVE[i + 1]]
+    cmd += ["-x", "PATH", *argv]
+    env = dict(os.environ)
+    # More ranks than slots is allowed; an explicit --map-by still wins.
+    env.setdefault("PRTE_MCA_rmaps_default_mapping_policy", "slot:oversubscribe")
+    timeout = float(os.environ.get("RINGMPI_TIMEOUT") or 0)
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, start_new_session=True)
+
+    def stop(signum: int, frame: object) -> None:
+        os.killpg(proc.pid, signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    if deadline is not None:
+        signal.signal(signal.SIGALRM, lambda *_: kill_after_timeout(proc, timeout))
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    mapper = MapFilter()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if not mapper.feed(line):
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+    rc = proc.wait()
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    if getattr(proc, "timed_out", False):
+        print(f"{PROG}: error: mpiexec ran past {timeout:g} s and was killed",
+              file=sys.stderr, flush=True)
+        rc = 124
+
+    # Open MPI 5 may exit 0 after losing a node: check that every node that
+    # ran ranks still answers, and fail loudly when one does not.
+    used = [h for h in mapper.ranks if h != head]
+    lost = [h for h, ok in check_hosts(used).items() if not ok]
+    if lost:
+        print(f"{PROG}: error: lost node{'s' if len(lost) > 1 else ''} during the run: "
+              + ", ".join(lost), file=sys.stderr, flush=True)
+        rc = rc or 1
+    return rc
+
+
+def kill_after_timeout(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    proc.timed_out = True  # type: ignore[attr-defined]
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        for _ in range(50):
+            if proc.poll() is not None:
+                return
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except LaunchError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""A throw-away docker compose cluster for the cluster tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = str(ROOT / "scripts" / "cluster")
+#: Own compose project, so a user's cluster (project "ringmpi") is left alone.
+PROJECT = os.environ.get("RINGMPI_TEST_PROJECT", "ringmpi-test")
+IMAGE = os.environ.get("RINGMPI_IMAGE", "ringmpi:latest")
+WORKERS = 2
+
+
+def _quiet(cmd: Sequence[str], timeout: float = 60) -> bool:
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _why_not_runnable() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker command on PATH"
+    if not _quiet(["docker", "info"], timeout=30):
+        return "no Docker engine answers (docker info failed)"
+    if not (_quiet(["docker", "compose", "version"]) or shutil.which("docker-compose")):
+        return "neither 'docker compose' nor docker-compose is installed"
+    return None
+
+
+class Cluster:
+    """Runs scripts/cluster for the test project, always under a timeout."""
+
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.workers = WORKERS
+        self.env = dict(os.environ, RINGMPI_PROJECT=project, RINGMPI_IMAGE=IMAGE)
+
+    def cluster(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLUSTER, *args], env=self.env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )
+
+    def run(self, *mpiexec_args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+        """Run mpiexec on the head; the run is killed inside after timeout s."""
+        return self.cluster("run", "--timeout", str(timeout), "--", *mpiexec_args,
+                            timeout=timeout + 60)
+
+    def popen(self, *mpiexec_args: str, timeout: int, stdout, stderr) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [CLUSTER, "run", "--timeout", str(timeout), "--", *mpiexec_args],
+            env=self.env, stdout=stdout, stderr=stderr, text=True,
+        )
+
+    def container(self, service: str) -> str:
+        out = subprocess.run(
+            ["docker", "ps", "-q",
+             "--filter", f"label=com.docker.compose.project={self.project}",
+             "--filter", f"label=com.docker.compose.service={service}"],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.split()
+        assert out, f"no running container for {service}"
+        return out[0]
+
+    def up(self, workers: int = WORKERS) -> None:
+        done = self.cluster("up", "--workers", str(workers), timeout=300)
+        assert done.returncode == 0, f"cluster up failed:\n{done.stdout}\n{done.stderr}"
+
+    def down(self) -> None:
+        self.cluster("down", timeout=180)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A head and WORKERS workers, torn down at the end even when tests fail."""
+    why = _why_not_runnable()
+    if why is not None:
+        if os.environ.get("RINGMPI_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"cluster tests required (RINGMPI_REQUIRE_CLUSTER=1) but {why}")
+        pytest.skip(f"cluster tests need Docker: {why}")
+    if not _quiet(["docker", "image", "inspect", IMAGE]):
+        build = subprocess.run([str(ROOT / "scripts" / "build-images"), "--tag", IMAGE],
+                               capture_output=True, text=True, timeout=1800, check=False)
+        assert build.returncode == 0, f"image build failed:\n{build.stderr[-4000:]}"
+    c = Cluster(PROJECT)
+    c.down()  # leftovers of an interrupted earlier session
+    try:
+        c.up()
+        yield c
+    finally:
+        c.down()
