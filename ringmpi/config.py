@@ -12,6 +12,9 @@ CORES = "RINGMPI_CORES"
 #: Longest sleep, in seconds, between polls while a rank waits for a message.
 POLL_MAX_SLEEP = "RINGMPI_POLL_MAX_SLEEP"
 
+#: Seconds a rank waits for MPI to start before giving up (0: for ever).
+INIT_TIMEOUT = "RINGMPI_INIT_TIMEOUT"
+
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -50,3 +53,20 @@ def poll_max_sleep(environ: Mapping[str, str] | None = None) -> float:
     if not 0 <= seconds <= 1:
         raise ValueError(f"{POLL_MAX_SLEEP} must be between 0 and 1 second, not {value!r}")
     return seconds
+
+
+def ulfm_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Return whether Open MPI runs this job with ULFM fault tolerance.
+
+    ``mpiexec --with-ft ulfm`` sets ``OMPI_MCA_mpi_ft_enable=1`` for the ranks.
+    """
+    return _env(environ).get("OMPI_MCA_mpi_ft_enable", "").strip().lower() in _TRUE
+
+
+def init_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """Return how long a rank may wait for MPI to start (default 60 s)."""
+    value = _env(environ).get(INIT_TIMEOUT, "").strip()
+    try:
+        return float(value) if value else 60.0
+    except ValueError:
+        return 60.0

@@ -115,6 +115,15 @@ class WorkerStats:
 
 
 @dataclass
+class LostWorker:
+    """A worker that died during a fault-tolerant run, and what it had."""
+
+    rank: int
+    host: str
+    requeued: list[int]
+
+
+@dataclass
 class FarmStats:
     """What the farm did, known on the root after the run."""
 
@@ -124,16 +133,32 @@ class FarmStats:
     root_computes: bool = False
     chunks: int = 0
     errors: list[TaskError] = field(default_factory=list)
+    lost: list[LostWorker] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+
+
+def _failure_classes() -> tuple[int, ...]:
+    from mpi4py import MPI
+
+    return tuple(
+        getattr(MPI, name)
+        for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
+        if hasattr(MPI, name)
+    )
 
 
 # --- pieces that need no MPI -------------------------------------------------
 
 
 def call(fn: Callable[[Any], Any], task: Any) -> tuple[Any, BaseException | None]:
-    """Run ``fn(task)`` and return ``(result, None)`` or ``(None, exc)``."""
+    """Run ``fn(task)`` and return ``(result, None)`` or ``(None, exc)``.
+
+    ``sys.exit`` in a task is a failed task too: a worker that left the farm
+    would leave the root waiting for its results.
+    """
     try:
         return fn(task), None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         return None, exc
 
 
@@ -295,6 +320,10 @@ class Farm:
         cores: Cores per node (default ``RINGMPI_CORES`` or detected).
         task_timeout: Seconds one task may run before ``FarmTimeout``.
         progress: Called on the root as ``progress(done, total)``.
+        fault_tolerant: When the job runs with ULFM (``mpiexec --with-ft
+            ulfm``), survive lost workers: their tasks go to the others, and
+            ranks with no free core wait as spares. Without ULFM, a lost
+            worker ends the job (a warning says so).
     """
 
     def __init__(
@@ -312,6 +341,7 @@ class Farm:
         cores: int | None = None,
         task_timeout: float | None = None,
         progress: Callable[[int, int], None] | None = None,
+        fault_tolerant: bool = False,
     ):
         if errors not in ("raise", "collect"):
             raise ValueError(f"errors must be 'raise' or 'collect', not {errors!r}")
@@ -329,6 +359,7 @@ class Farm:
         self.cores = cores
         self.task_timeout = task_timeout
         self.progress = progress
+        self.fault_tolerant = fault_tolerant
         self.stats = FarmStats()
         self.host = socket.gethostname()
 
@@ -371,15 +402,31 @@ class Farm:
         return self.comm.Get_rank() == self.root
 
     def _run(self, tasks: list[Any]) -> Iterator[tuple[int, Any]]:
-        comm = self.comm
+        from mpi4py import MPI
+
         start = time.perf_counter()
+        # A private communicator keeps the farm's messages apart from the
+        # caller's, and lets fault tolerance change only its error handler.
+        user_comm = self.comm
+        comm = self.comm = user_comm.Dup()
+        ft = self.fault_tolerant and config.ulfm_enabled()
+        if ft:
+            comm.Set_errhandler(MPI.ERRORS_RETURN)
+        try:
+            yield from self._run_on(comm, tasks, start, ft)
+        finally:
+            self.comm = user_comm
+            if not self.stats.lost:
+                comm.Free()
+
+    def _run_on(self, comm, tasks, start, ft) -> Iterator[tuple[int, Any]]:
         layout = comm.gather((self.host, _node_cores(comm)), root=self.root)
         if not self._is_root:
             if self.schedule is Schedule.STATIC:
                 self._static_worker()
             else:
                 self._worker()
-            poll.barrier(comm, poll.Backoff(cap=max(poll.Backoff().cap, 5e-3)))
+            self._final_barrier(comm, ft, poll.Backoff(cap=max(poll.Backoff().cap, 5e-3)))
             return
         assert layout is not None
         hosts = [h for h, _ in layout]
@@ -388,8 +435,13 @@ class Farm:
         active, idle, root_computes = plan_workers(hosts, cores, self.root)
         if not active:
             root_computes = True
+        if self.fault_tolerant and not ft:
+            log.warning(
+                "fault tolerance is not active (launch with 'mpiexec --with-ft ulfm'): "
+                "a lost worker will end the job"
+            )
         costs = [float(self.cost(t)) for t in tasks] if self.cost else None
-        self.stats = FarmStats(idle_ranks=idle, root_computes=root_computes)
+        self.stats = FarmStats(idle_ranks=idle, root_computes=root_computes, hosts=hosts)
         self.stats.workers = [WorkerStats(r, hosts[r]) for r in active]
         if root_computes:
             self.stats.workers.insert(0, WorkerStats(self.root, self.host))
@@ -397,12 +449,20 @@ class Farm:
             if self.schedule is Schedule.STATIC:
                 yield from self._static_root(tasks, costs, active, idle, root_computes)
             else:
-                yield from self._dynamic_root(tasks, costs, active, idle, root_computes)
+                yield from self._dynamic_root(tasks, costs, active, idle, root_computes, ft)
         finally:
             self.stats.elapsed = time.perf_counter() - start
-        poll.barrier(comm)
+        self._final_barrier(comm, ft)
         if self.stats.errors and self.errors == "raise":
             raise FarmError(self.stats.errors)
+
+    @staticmethod
+    def _final_barrier(comm, ft: bool, backoff: poll.Backoff | None = None) -> None:
+        # Fault tolerant, the root holds every live worker until the end and
+        # then releases it, so no barrier (which a lost rank would fail) is
+        # needed.
+        if not ft:
+            poll.barrier(comm, backoff)
 
     def _run_chunk(self, fn, chunk, rank):
         """Run a chunk; return ``(outcomes, busy)`` with errors made picklable."""
@@ -472,7 +532,7 @@ class Farm:
             )
             return (index, None, err)
 
-    def _dynamic_root(self, tasks, costs, active, idle, root_computes):
+    def _dynamic_root(self, tasks, costs, active, idle, root_computes, ft):
         comm = self.comm
         from mpi4py import MPI
 
@@ -480,27 +540,41 @@ class Farm:
         computing = len(active) + (1 if root_computes else 0)
         chunks = deque(make_chunks(n, computing, self.chunksize, costs))
         self.stats.chunks = len(chunks)
-        requests = [comm.isend(None, dest=r, tag=Tag.SETUP) for r in idle]
         setup = (self.fn, self.initializer, self.initargs)
+        # Without fault tolerance, ranks with no free core are released now;
+        # with it, they wait as spares to replace a worker that is lost.
+        spares = list(idle) if ft else []
+        requests = [comm.isend(None, dest=r, tag=Tag.SETUP) for r in idle if r not in spares]
+        requests += [comm.isend(setup, dest=r, tag=Tag.SETUP) for r in spares]
         lock = threading.Lock()
+
+        def stopping() -> bool:
+            return bool(self.stats.errors) and self.errors == "raise"
 
         def take() -> list[int] | None:
             with lock:
-                if self.stats.errors and self.errors == "raise":
-                    return None
-                return chunks.popleft() if chunks else None
+                return chunks.popleft() if chunks and not stopping() else None
 
         def payload(indices: list[int]) -> list[tuple[int, Any]]:
             return [(i, tasks[i]) for i in indices]
 
         stats = {w.rank: w for w in self.stats.workers}
         busy: dict[int, tuple[list[int], float]] = {}
-        for rank in active:
-            requests.append(comm.isend(setup, dest=rank, tag=Tag.SETUP))
+        parked: list[int] = []  # fault tolerant: live workers with nothing to do yet
+
+        def dispatch(rank: int) -> None:
             indices = take()
             if indices is not None:
                 busy[rank] = (indices, time.perf_counter())
-            requests.append(comm.isend(payload(indices) if indices else None, rank, Tag.TASK))
+                requests.append(comm.isend(payload(indices), rank, Tag.TASK))
+            elif ft:
+                parked.append(rank)
+            else:
+                requests.append(comm.isend(None, rank, Tag.TASK))
+
+        for rank in active:
+            requests.append(comm.isend(setup, dest=rank, tag=Tag.SETUP))
+            dispatch(rank)
 
         local: queue.SimpleQueue = queue.SimpleQueue()
         helper = None
@@ -513,22 +587,34 @@ class Farm:
         done = 0
         status = MPI.Status()
         backoff = poll.Backoff()
-        while busy or (helper is not None and helper.is_alive()) or not local.empty():
+
+        def helping() -> bool:
+            return helper is not None and helper.is_alive()
+
+        while busy or helping() or not local.empty() or (chunks and not stopping()):
+            if chunks and not stopping() and not (busy or parked or spares or helping()):
+                # Every worker is lost: the root finishes the work itself.
+                indices = chunks.popleft()
+                local.put(self._run_chunk(self._setup(), payload(indices), self.root))
+                stats.setdefault(self.root, WorkerStats(self.root, self.host))
             arrived = []
-            message = comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)
-            if message is None and backoff.pause():
+            try:
                 message = comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)
-            if message is not None:
-                rank = status.Get_source()
-                outcomes, seconds = message.recv()
-                busy.pop(rank)
-                indices = take()
-                if indices is not None:
-                    busy[rank] = (indices, time.perf_counter())
-                requests.append(comm.isend(payload(indices) if indices else None, rank, Tag.TASK))
-                stats[rank].tasks += len(outcomes)
-                stats[rank].busy += seconds
-                arrived.append(outcomes)
+                if message is None and backoff.pause():
+                    message = comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)
+                if message is not None:
+                    rank = status.Get_source()
+                    outcomes, seconds = message.recv()
+                    busy.pop(rank)
+                    dispatch(rank)
+                    stats[rank].tasks += len(outcomes)
+                    stats[rank].busy += seconds
+                    arrived.append(outcomes)
+            except MPI.Exception as exc:
+                if not ft or exc.Get_error_class() not in _failure_classes():
+                    raise
+                self._recover(comm, busy, chunks, parked, spares, stats, dispatch)
+                continue
             while not local.empty():
                 outcomes, seconds = local.get()
                 stats[self.root].tasks += len(outcomes)
@@ -551,8 +637,41 @@ class Farm:
                     self.progress(done, n)
         if helper is not None:
             helper.join()
+        for rank in parked + spares:
+            requests.append(comm.isend(None, rank, Tag.TASK))
         for request in requests:
-            poll.wait(request, backoff)
+            try:
+                poll.wait(request, backoff)
+            except MPI.Exception:
+                if not ft:
+                    raise  # a send to a lost worker cannot complete
+
+    def _recover(self, comm, busy, chunks, parked, spares, stats, dispatch) -> None:
+        """Requeue the work of lost workers and bring in spares (ULFM)."""
+        comm.Ack_failed()
+        group = comm.Get_failed()
+        try:
+            failed = group.Translate_ranks(list(range(group.Get_size())), comm.Get_group())
+        finally:
+            group.Free()
+        known = {lost.rank for lost in self.stats.lost}
+        for rank in failed:
+            if rank in known:
+                continue
+            indices = busy.pop(rank, ([], 0.0))[0]
+            chunks.extendleft(reversed([indices] if indices else []))
+            for pool in (parked, spares):
+                if rank in pool:
+                    pool.remove(rank)
+            host = self.stats.hosts[rank] if self.stats.hosts else "?"
+            self.stats.lost.append(LostWorker(rank, host, list(indices)))
+            log.warning("lost worker rank %d@%s; requeued tasks %s", rank, host, indices)
+        while chunks and (parked or spares):
+            rank = parked.pop(0) if parked else spares.pop(0)
+            stats.setdefault(rank, WorkerStats(rank, self.stats.hosts[rank]))
+            if rank not in [w.rank for w in self.stats.workers]:
+                self.stats.workers.append(stats[rank])
+            dispatch(rank)
 
     def _root_worker(self, take, payload, local) -> None:
         fn = self._setup()

@@ -106,6 +106,11 @@ def build_parser() -> ArgumentParser:
         help="abort when one task runs longer than this",
     )
     parser.add_argument(
+        "--fault-tolerant",
+        action="store_true",
+        help="survive lost workers (needs 'mpiexec --with-ft ulfm')",
+    )
+    parser.add_argument(
         "--force", action="store_true", help="run even when the estimate is over an hour"
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
@@ -181,6 +186,7 @@ def run(comm, tasks: Sequence[int] | None, args: argparse.Namespace, progress=No
         cost=fib_cost,
         task_timeout=args.task_timeout,
         progress=progress,
+        fault_tolerant=args.fault_tolerant,
     )
     values = farm.map(items)
     if values is None or tasks is None or items is None:
@@ -219,6 +225,7 @@ def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
             "idle_ranks": stats.idle_ranks,
             "workers": [vars(w) for w in stats.workers],
             "verified": bool(args.verify),
+            "lost": [vars(lost) for lost in stats.lost],
         }
         if baseline is not None:
             doc.update(sequential=baseline, speedup=baseline / stats.elapsed)
@@ -236,6 +243,12 @@ def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
     lines.append(f"# {'rank':>5} {'host':<20} {'tasks':>6} {'busy [s]':>9}")
     for w in stats.workers:
         lines.append(f"  {w.rank:>5} {w.host:<20} {w.tasks:>6} {w.busy:>9.3f}")
+    for lost in stats.lost:
+        redone = ", ".join(f"fib({tasks[i]})" for i in _lost_tasks(lost.requeued, args, tasks))
+        lines.append(
+            f"lost worker rank {lost.rank}@{lost.host}; redid its tasks on the others: "
+            + (redone or "none")
+        )
     lines.append(f"elapsed {stats.elapsed:.3f} s")
     if baseline is not None:
         lines.append(
@@ -246,6 +259,12 @@ def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
         lines.append(f"verified {len(tasks)} results against exact Fibonacci")
     lines.append(f"done: {len(results)} of {len(tasks)} results in {stats.elapsed:.3f} s")
     return "\n".join(lines)
+
+
+def _lost_tasks(requeued: list[int], args, tasks) -> list[int]:
+    """Map the farm indices a lost worker held back to task indices."""
+    items = subtasks(tasks, args.split)
+    return sorted({items[i][0] for i in requeued})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

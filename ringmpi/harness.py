@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import logging
 import os
+import select
 import socket
 import sys
 import threading
@@ -186,6 +189,45 @@ def start_watchdog(seconds: float, what: str = "the run") -> threading.Timer:
     return timer
 
 
+def _start_init_watchdog(seconds: float) -> Callable[[], None]:
+    """Leave with status 1 if MPI has not started within ``seconds``.
+
+    A rank that dies while the others are in ``MPI_Init`` can leave them
+    waiting for ever (seen with ULFM fault tolerance on). ``MPI_Init`` holds
+    the GIL, so no Python thread can act: faulthandler's C watchdog ends the
+    process, and a forked watcher says why first.
+
+    Returns:
+        Call it once MPI has started, to dismiss both.
+    """
+    if not hasattr(os, "fork") or seconds <= 0:
+        return lambda: None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the watcher
+        os.close(write_end)
+        ready, _, _ = select.select([read_end], [], [], seconds)
+        if not ready:
+            rank = _launcher_rank(dict(os.environ))
+            _print_error(
+                f"[{rank}@{socket.gethostname()}] MPI did not start within {seconds:g} s "
+                "(did another rank fail during start-up?); giving up "
+                f"(set {config.INIT_TIMEOUT} to wait longer)"
+            )
+        os._exit(0)
+    os.close(read_end)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - faulthandler needs it open
+    faulthandler.dump_traceback_later(seconds + 0.5, exit=True, file=devnull)
+
+    def dismiss() -> None:
+        faulthandler.cancel_dump_traceback_later()
+        devnull.close()
+        os.close(write_end)
+        os.waitpid(pid, 0)
+
+    return dismiss
+
+
 def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` as an MPI program and return its exit status.
 
@@ -203,10 +245,13 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     Returns:
         The exit status for ``sys.exit``.
     """
+    dismiss = _start_init_watchdog(config.init_timeout())
     from mpi4py import MPI
 
+    dismiss()
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
+    logging.basicConfig(format=f"{tag()} %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         try:
             check_launcher(size)
