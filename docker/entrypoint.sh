@@ -39,21 +39,21 @@ case ${1:-worker} in
                 ssh-keygen -q -t ed25519 -N '' -C 'mpi@$host ringmpi cluster' -f $key"
         fi
         publish "$shared/ssh/authorized_keys" <"$key.pub"
-        touch "$ready"
+        echo head >"$ready"
         exec sleep infinity
         ;;
     worker)
         start_node
-        touch "$ready"
+        echo worker >"$ready"
         exec /usr/sbin/sshd -D -e
         ;;
     health)
-        test -f "$ready"
-        test -s "$shared/ssh/authorized_keys"
-        if [ -n "$(ss -Hltn 'sport = :22' 2>/dev/null)" ] || ! pgrep -x sshd >/dev/null; then
-            exit 0
+        test -s "$ready" && test -s "$shared/ssh/authorized_keys" || exit 1
+        if [ "$(cat "$ready")" = worker ]; then
+            # ready once sshd accepts connections
+            [ -n "$(ss -Hltn 'sport = :22')" ] || exit 1
         fi
-        exit 1
+        exit 0
         ;;
     *)
         exec "$@"

@@ -11,9 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 SHARED = Path("/cluster")
 MPIEXEC = "/opt/venv/bin/mpiexec"
@@ -22,8 +22,14 @@ PROG = "ringmpi-launch"
 # Open MPI settings for a container network: TCP between nodes on the cluster
 # subnet only, and OOB keep-alive probes so a lost node is noticed in about
 # 11 s instead of about 8 minutes (defaults 300/20/9).
-KEEPALIVE = ("oob_tcp_keepalive_time", "5", "oob_tcp_keepalive_intvl", "2",
-             "oob_tcp_keepalive_probes", "3")
+KEEPALIVE = (
+    "oob_tcp_keepalive_time",
+    "5",
+    "oob_tcp_keepalive_intvl",
+    "2",
+    "oob_tcp_keepalive_probes",
+    "3",
+)
 
 
 class LaunchError(Exception):
@@ -57,9 +63,13 @@ def write_known_hosts() -> None:
 def reachable(host: str) -> bool:
     """Return True when an ssh login to host works now."""
     try:
-        done = subprocess.run(["ssh", host, "true"], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              timeout=10)
+        done = subprocess.run(
+            ["ssh", host, "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+        )
     except subprocess.TimeoutExpired:
         return False
     return done.returncode == 0
@@ -77,8 +87,12 @@ def cluster_network() -> str:
     if os.environ.get("RINGMPI_NETWORK"):
         return os.environ["RINGMPI_NETWORK"]
     iface = os.environ.get("RINGMPI_IFACE", "eth0")
-    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", iface],
-                         capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show", "dev", iface],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     match = re.search(r"inet (\S+)", out)
     if not match:
         raise LaunchError(f"no IPv4 address on {iface}; set RINGMPI_NETWORK=a.b.c.d/n")
@@ -105,8 +119,11 @@ class MapFilter:
             self.in_map = False
             for host, ranks in self.ranks.items():
                 listed = " ".join(str(r) for r in sorted(ranks))
-                print(f"# {host}: rank{'s' if len(ranks) > 1 else ''} {listed}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"# {host}: rank{'s' if len(ranks) > 1 else ''} {listed}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return True
         node = re.match(r"Data for node: (\S+)", text)
         if node:
@@ -133,13 +150,29 @@ def run(argv: Sequence[str]) -> int:
     hosts = [head] + [h for h in workers if up[h]]
     hostfile = Path.home() / "hostfile"
     hostfile.write_text("".join(f"{h} slots={nodes[h]}\n" for h in hosts))
-    print("# hostfile: " + ", ".join(f"{h} slots={nodes[h]}" for h in hosts),
-          file=sys.stderr, flush=True)
+    print(
+        "# hostfile: " + ", ".join(f"{h} slots={nodes[h]}" for h in hosts),
+        file=sys.stderr,
+        flush=True,
+    )
 
     net = cluster_network()
-    cmd = [MPIEXEC, "--hostfile", str(hostfile), "--display", "map",
-           "--mca", "btl", "tcp,self",
-           "--mca", "btl_tcp_if_include", net, "--mca", "oob_tcp_if_include", net]
+    cmd = [
+        MPIEXEC,
+        "--hostfile",
+        str(hostfile),
+        "--display",
+        "map",
+        "--mca",
+        "btl",
+        "tcp,self",
+        "--mca",
+        "btl_tcp_if_include",
+        net,
+        "--mca",
+        "oob_tcp_if_include",
+        net,
+    ]
     for i in range(0, len(KEEPALIVE), 2):
         cmd += ["--prtemca", KEEPALIVE[i], KEEPALIVE[i + 1]]
     cmd += ["-x", "PATH", *argv]
@@ -168,8 +201,11 @@ def run(argv: Sequence[str]) -> int:
     rc = proc.wait()
     signal.setitimer(signal.ITIMER_REAL, 0)
     if getattr(proc, "timed_out", False):
-        print(f"{PROG}: error: mpiexec ran past {timeout:g} s and was killed",
-              file=sys.stderr, flush=True)
+        print(
+            f"{PROG}: error: mpiexec ran past {timeout:g} s and was killed",
+            file=sys.stderr,
+            flush=True,
+        )
         rc = 124
 
     # Open MPI 5 may exit 0 after losing a node: check that every node that
@@ -177,8 +213,12 @@ def run(argv: Sequence[str]) -> int:
     used = [h for h in mapper.ranks if h != head]
     lost = [h for h, ok in check_hosts(used).items() if not ok]
     if lost:
-        print(f"{PROG}: error: lost node{'s' if len(lost) > 1 else ''} during the run: "
-              + ", ".join(lost), file=sys.stderr, flush=True)
+        print(
+            f"{PROG}: error: lost node{'s' if len(lost) > 1 else ''} during the run: "
+            + ", ".join(lost),
+            file=sys.stderr,
+            flush=True,
+        )
         rc = rc or 1
     return rc
 

@@ -12,8 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = str(ROOT / "scripts" / "cluster")
-#: Own compose project, so a user's cluster (project "ringmpi") is left alone.
-PROJECT = os.environ.get("RINGMPI_TEST_PROJECT", "ringmpi-test")
+#: Own compose project per test session, so neither a user's cluster (project
+#: "ringmpi") nor a test session running beside this one is touched.
+PREFIX = "ringmpi-test-"
+PROJECT = os.environ.get("RINGMPI_TEST_PROJECT", f"{PREFIX}{os.getpid()}")
 IMAGE = os.environ.get("RINGMPI_IMAGE", "ringmpi:latest")
 WORKERS = 2
 
@@ -46,27 +48,44 @@ class Cluster:
 
     def cluster(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [CLUSTER, *args], env=self.env, capture_output=True, text=True,
-            timeout=timeout, check=False,
+            [CLUSTER, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def run(self, *mpiexec_args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
         """Run mpiexec on the head; the run is killed inside after timeout s."""
-        return self.cluster("run", "--timeout", str(timeout), "--", *mpiexec_args,
-                            timeout=timeout + 60)
+        return self.cluster(
+            "run", "--timeout", str(timeout), "--", *mpiexec_args, timeout=timeout + 60
+        )
 
     def popen(self, *mpiexec_args: str, timeout: int, stdout, stderr) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [CLUSTER, "run", "--timeout", str(timeout), "--", *mpiexec_args],
-            env=self.env, stdout=stdout, stderr=stderr, text=True,
+            env=self.env,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
         )
 
     def container(self, service: str) -> str:
         out = subprocess.run(
-            ["docker", "ps", "-q",
-             "--filter", f"label=com.docker.compose.project={self.project}",
-             "--filter", f"label=com.docker.compose.service={service}"],
-            capture_output=True, text=True, timeout=60, check=True,
+            [
+                "docker",
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={self.project}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout.split()
         assert out, f"no running container for {service}"
         return out[0]
@@ -79,6 +98,39 @@ class Cluster:
         self.cluster("down", timeout=180)
 
 
+def _remove_stale_clusters() -> None:
+    """Take down test clusters whose test session died without cleaning up."""
+    listed = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            "label=com.docker.compose.project",
+            "--format",
+            '{{.Label "com.docker.compose.project"}}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout.split()
+    for project in sorted(set(listed)):
+        pid = project[len(PREFIX) :]
+        if project.startswith(PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            Cluster(project).down()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     """A head and WORKERS workers, torn down at the end even when tests fail."""
@@ -88,11 +140,16 @@ def cluster() -> Iterator[Cluster]:
             pytest.fail(f"cluster tests required (RINGMPI_REQUIRE_CLUSTER=1) but {why}")
         pytest.skip(f"cluster tests need Docker: {why}")
     if not _quiet(["docker", "image", "inspect", IMAGE]):
-        build = subprocess.run([str(ROOT / "scripts" / "build-images"), "--tag", IMAGE],
-                               capture_output=True, text=True, timeout=1800, check=False)
+        build = subprocess.run(
+            [str(ROOT / "scripts" / "build-images"), "--tag", IMAGE],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
         assert build.returncode == 0, f"image build failed:\n{build.stderr[-4000:]}"
+    _remove_stale_clusters()
     c = Cluster(PROJECT)
-    c.down()  # leftovers of an interrupted earlier session
     try:
         c.up()
         yield c

@@ -44,11 +44,11 @@ def test_ring_across_hosts(cluster, size: int) -> None:
 
 def test_fibfarm_across_hosts(cluster) -> None:
     size = 2 * (cluster.workers + 1)
-    done = cluster.run("-n", str(size), "python", "-m", "ringmpi.fibfarm", "30-25",
-                       timeout=180)
+    done = cluster.run("-n", str(size), "python", "-m", "ringmpi.fibfarm", "30-25", timeout=180)
     assert done.returncode == 0, done.stderr
-    results = {int(n): int(v) for n, v in re.findall(r"^fib\((\d+)\) = (\d+)$",
-                                                     done.stdout, re.MULTILINE)}
+    results = {
+        int(n): int(v) for n, v in re.findall(r"^fib\((\d+)\) = (\d+)$", done.stdout, re.MULTILINE)
+    }
     assert results == {n: FIB[n] for n in range(25, 31)}
     assert re.search(r"^done: 6 of 6 results", done.stdout, re.MULTILINE)
     where = placement(done.stderr)
@@ -69,8 +69,13 @@ def test_ranks_run_as_non_root(cluster) -> None:
 
 def test_no_port_reaches_the_host(cluster) -> None:
     for service in ["head"] + [f"worker{i}" for i in range(1, cluster.workers + 1)]:
-        ports = subprocess.run(["docker", "port", cluster.container(service)],
-                               capture_output=True, text=True, timeout=60, check=True)
+        ports = subprocess.run(
+            ["docker", "port", cluster.container(service)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         assert ports.stdout.strip() == "", f"{service} publishes {ports.stdout}"
 
 
@@ -79,8 +84,17 @@ def test_worker_killed_mid_run(cluster) -> None:
     victim = f"worker{cluster.workers}"
     size = 2 * (cluster.workers + 1)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = cluster.popen("-n", str(size), "python", "-m", "ringmpi.fibfarm",
-                             *["35"] * 10, timeout=120, stdout=out, stderr=err)
+        proc = cluster.popen(
+            "-n",
+            str(size),
+            "python",
+            "-m",
+            "ringmpi.fibfarm",
+            *["35"] * 10,
+            timeout=120,
+            stdout=out,
+            stderr=err,
+        )
         try:
             deadline = time.monotonic() + 60
             while f"# {victim}: rank" not in read(err):
@@ -89,8 +103,12 @@ def test_worker_killed_mid_run(cluster) -> None:
                 time.sleep(0.2)
             time.sleep(4)  # ranks up and computing
             assert proc.poll() is None, "the run ended before the kill"
-            subprocess.run(["docker", "kill", cluster.container(victim)],
-                           capture_output=True, timeout=60, check=True)
+            subprocess.run(
+                ["docker", "kill", cluster.container(victim)],
+                capture_output=True,
+                timeout=60,
+                check=True,
+            )
             killed = time.monotonic()
             rc = proc.wait(timeout=60)
             took = time.monotonic() - killed
