@@ -137,15 +137,23 @@ def _launcher_rank(environ: dict[str, str]) -> int:
     return 0
 
 
+def _write_stderr(text: str) -> None:
+    # One write, newline included: with unbuffered output (python -u,
+    # PYTHONUNBUFFERED=1) print() writes the newline separately, and mpiexec's
+    # own abort message can land between the two.
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def _print_error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    _write_stderr(f"error: {message}")
 
 
 def _print_traceback(exc: BaseException) -> None:
     prefix = tag()
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     lines = [f"{prefix} {line}" for line in text.rstrip("\n").splitlines()]
-    print("\n".join(lines), file=sys.stderr, flush=True)
+    _write_stderr("\n".join(lines))
 
 
 def _abort(status: int) -> NoReturn:
