@@ -1,0 +1,70 @@
+"""Fixtures for the whole suite, and the split between the plain and the MPI runs.
+
+``python -m pytest`` runs everything outside ``tests/mpi``; ``test_mpi_suites.py``
+runs ``tests/mpi`` under ``mpiexec -n N python -m pytest --with-mpi``. Under
+``--with-mpi`` only ``tests/mpi`` is collected, so that no rank starts
+``mpiexec`` itself, and only rank 0 writes the report.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mpirun as _mpirun
+import pytest
+
+MPI_TESTS = Path(__file__).resolve().parent / "mpi"
+
+
+def _with_mpi(config: pytest.Config) -> bool:
+    return bool(
+        config.getoption("--with-mpi", default=False)
+        or config.getoption("--only-mpi", default=False)
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    inside = collection_path == MPI_TESTS or MPI_TESTS in collection_path.parents
+    if _with_mpi(config):
+        # Only what lies on the way to tests/mpi, or in it.
+        return None if inside or collection_path in MPI_TESTS.parents else True
+    return True if inside else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    if not _with_mpi(config):
+        return
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() != 0:
+        # Every rank runs the same tests and, asserting collectively, reaches
+        # the same verdict: one report, from rank 0, is enough.
+        plugins = config.pluginmanager
+        reporter = plugins.get_plugin("terminalreporter")
+        if reporter is not None:
+            plugins.unregister(reporter)
+            devnull = open(os.devnull, "w")  # noqa: SIM115 - lives as long as pytest
+            config.add_cleanup(devnull.close)
+            plugins.register(pytest.TerminalReporter(config, devnull), "terminalreporter")
+
+
+@pytest.fixture
+def mpirun():
+    """Run ``mpiexec -n N python ARGS`` under a timeout; return a ``mpirun.Result``.
+
+    ``mpirun(4, "-m", "ringmpi.ring", "--json", timeout=30, env={...})``.
+    A run past its timeout has its whole session killed and fails the test
+    with the partial output, unless ``fail_on_timeout=False``.
+    """
+    return _mpirun.run_mpiexec
+
+
+@pytest.fixture
+def pyrun():
+    """Run ``python ARGS`` (no launcher) under a timeout; return a ``mpirun.Result``.
+
+    ``pyrun("-m", "ringmpi.ring", env={"PMI_SIZE": "2"}, timeout=20)``.
+    """
+    return _mpirun.run_python

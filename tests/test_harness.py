@@ -1,0 +1,188 @@
+"""Unit tests of ``ringmpi.harness`` in a one-rank world, where ``launch`` returns, not aborts."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from ringmpi import harness
+from ringmpi.harness import (
+    LAUNCHER_RANK_VARS,
+    LAUNCHER_SIZE_VARS,
+    ArgumentParser,
+    LauncherMismatch,
+    RingmpiError,
+    UsageError,
+    check_launcher,
+    launch,
+    tag,
+)
+
+HOST = socket.gethostname()
+
+
+@pytest.fixture(autouse=True)
+def no_launcher_env(monkeypatch):
+    """Run as if started without a launcher, whatever started pytest."""
+    for name in (*LAUNCHER_SIZE_VARS, *LAUNCHER_RANK_VARS, "RINGMPI_SKIP_LAUNCHER_CHECK"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("name", LAUNCHER_SIZE_VARS)
+def test_check_launcher_detects_a_mismatch(name):
+    with pytest.raises(LauncherMismatch, match=f"started 4 processes \\({name}=4\\)") as info:
+        check_launcher(1, {name: "4"})
+    assert "RINGMPI_SKIP_LAUNCHER_CHECK=1" in str(info.value)
+    assert info.value.exit_code == 1 and info.value.collective
+
+
+@pytest.mark.parametrize(
+    ("world_size", "environ"),
+    [
+        (1, {}),
+        (1, {"PMI_SIZE": "1"}),
+        (1, {"OMPI_COMM_WORLD_SIZE": "1", "SLURM_STEP_NUM_TASKS": ""}),
+        (1, {"PMI_SIZE": "two"}),
+        (1, {"SLURM_NTASKS": "8"}),  # the allocation, not this job step
+        (2, {"PMI_SIZE": "2"}),
+        (4, {"OMPI_COMM_WORLD_SIZE": "4"}),
+    ],
+)
+def test_check_launcher_accepts(world_size, environ):
+    check_launcher(world_size, environ)
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
+def test_check_launcher_can_be_skipped(value):
+    check_launcher(1, {"PMI_SIZE": "2", "RINGMPI_SKIP_LAUNCHER_CHECK": value})
+
+
+@pytest.mark.parametrize("value", ["0", "", "no"])
+def test_check_launcher_skip_needs_a_true_value(value):
+    with pytest.raises(LauncherMismatch):
+        check_launcher(1, {"PMI_SIZE": "2", "RINGMPI_SKIP_LAUNCHER_CHECK": value})
+
+
+def test_check_launcher_reads_os_environ(monkeypatch):
+    monkeypatch.setenv("PMI_SIZE", "3")
+    with pytest.raises(LauncherMismatch, match="PMI_SIZE=3"):
+        check_launcher(1)
+
+
+def test_tag():
+    assert tag() == f"[0@{HOST}]"
+    assert tag(5) == f"[5@{HOST}]"
+
+
+def test_argument_parser_raises_usage_error(capsys):
+    parser = ArgumentParser(prog="prog")
+    parser.add_argument("--n", type=int)
+    message = r"^argument --n: invalid int value: 'x' \(see prog --help\)$"
+    with pytest.raises(UsageError, match=message):
+        parser.parse_args(["--n", "x"])
+    assert capsys.readouterr() == ("", "")
+
+
+def _raising(exc: BaseException):
+    def main(argv):
+        raise exc
+
+    return main
+
+
+def test_launch_returns_the_status_of_main(capsys):
+    seen = []
+
+    def main(argv):
+        seen.append(argv)
+        return 3
+
+    assert launch(main, ["-x"]) == 3
+    assert seen == [["-x"]]
+    assert capsys.readouterr() == ("", "")
+
+
+def test_launch_usage_error(capsys):
+    assert launch(_raising(UsageError("bad --thing"))) == 2
+    assert capsys.readouterr() == ("", "error: bad --thing\n")
+
+
+def test_launch_collective_error_from_launch_of_ring(capsys):
+    from ringmpi import ring
+
+    assert launch(ring.main, ["--size", "4Q"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: argument -s/--size: invalid size '4Q'")
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("exit_code", "collective"), [(1, False), (5, False), (6, True)])
+def test_launch_ringmpi_error(capsys, exit_code, collective):
+    class Failure(RingmpiError):
+        pass
+
+    Failure.exit_code = exit_code
+    Failure.collective = collective
+    assert launch(_raising(Failure("it went wrong"))) == exit_code
+    assert capsys.readouterr() == ("", "error: it went wrong\n")
+
+
+@pytest.mark.parametrize("code", [0, None, 3])
+def test_launch_lets_system_exit_through_in_one_rank(capsys, code):
+    with pytest.raises(SystemExit) as info:
+        launch(_raising(SystemExit(code)))
+    assert info.value.code == code
+    assert capsys.readouterr() == ("", "")
+
+
+def test_launch_prints_an_uncaught_exception_once_with_the_rank(capsys):
+    assert launch(_raising(ValueError("boom"))) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert all(line.startswith(f"[0@{HOST}] ") for line in lines), err
+    assert lines[0] == f"[0@{HOST}] Traceback (most recent call last):"
+    assert lines[-1] == f"[0@{HOST}] ValueError: boom"
+    assert err.count("Traceback") == 1
+
+
+def test_launch_keyboard_interrupt(capsys):
+    assert launch(_raising(KeyboardInterrupt())) == 130
+    assert capsys.readouterr() == ("", f"error: [0@{HOST}] interrupted\n")
+
+
+def _never(argv):
+    pytest.fail("main ran despite the launcher mismatch")
+
+
+def test_launch_launcher_mismatch_rank_0_reports(monkeypatch, capsys):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("PMI_RANK", "0")
+    assert launch(_never) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("error: the launcher started 2 processes (PMI_SIZE=2)")
+    assert err.count("\n") == 1
+
+
+def test_launch_launcher_mismatch_other_ranks_are_silent(monkeypatch, capsys):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "3")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "2")
+    assert launch(_never) == 1
+    assert capsys.readouterr() == ("", "")
+
+
+def test_launch_launcher_mismatch_skipped(monkeypatch):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("RINGMPI_SKIP_LAUNCHER_CHECK", "1")
+    assert launch(lambda argv: 0) == 0
+
+
+def test_launch_does_not_abort_a_one_rank_world(monkeypatch):
+    def abort(status):
+        pytest.fail(f"aborted with {status}")
+
+    monkeypatch.setattr(harness, "_abort", abort)
+    assert launch(_raising(RuntimeError("x"))) == 1

@@ -1,0 +1,107 @@
+"""``mpiexec -n N python -m ringmpi.ring``, started for real: output, options, bad usage."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from ringmpi.ring import expected_message
+
+HOST = socket.gethostname()
+RING = ("-m", "ringmpi.ring")
+
+
+def ring_lines(n: int) -> list[str]:
+    return [
+        *(f"I am rank {rank} of {n} on node {HOST}" for rank in range(n)),
+        f'Processor 0 received message "{expected_message(n)}" from rank {n - 1}',
+    ]
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """Return the data rows of a ``#``-headed table, split into fields."""
+    return [line.split() for line in stdout.splitlines() if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 8])
+def test_default_ring(mpirun, n):
+    result = mpirun(n, *RING, timeout=60).check(0)
+    assert result.stdout_lines == ring_lines(n), result.describe()
+    assert result.stderr == "", result.describe()
+
+
+def test_default_ring_16_ranks_oversubscribed(mpirun):
+    result = mpirun(16, *RING, timeout=120).check(0)
+    assert result.stdout_lines == ring_lines(16), result.describe()
+
+
+def test_quiet(mpirun):
+    result = mpirun(4, *RING, "-q").check(0)
+    assert result.stdout == "P0P1P2P3\n", result.describe()
+
+
+def test_size_table(mpirun):
+    result = mpirun(3, *RING, "--size", "4K", "--rounds", "50", "--repeat", "3").check(0)
+    lines = result.stdout_lines
+    assert lines[0] == "# ring of 3 ranks on 1 host(s): buffer Send/Recv, 50 rounds x 3 samples"
+    assert lines[1].split()[1:4] == ["size", "[B]", "hop"]
+    [row] = table_rows(result.stdout)
+    size, mean, pm, _, best, bandwidth = row
+    assert (size, pm) == ("4096", "±")
+    assert 0 < float(best) <= float(mean)
+    assert float(bandwidth) == pytest.approx(4096 / float(best), rel=0.01)
+
+
+def test_sweep(mpirun):
+    result = mpirun(2, *RING, "--sweep", "1:64K", "--rounds", "20", "--repeat", "2").check(0)
+    sizes = [int(row[0]) for row in table_rows(result.stdout)]
+    assert sizes == [1 << k for k in range(17)], result.describe()
+
+
+def test_pickle_quiet(mpirun):
+    result = mpirun(4, *RING, "--pickle", "--size", "1K", "--rounds", "20", "-q").check(0)
+    [line] = result.stdout_lines
+    assert line.split()[0] == "1024"
+    assert len(line.split()) == 6
+
+
+def test_json_sweep(mpirun):
+    argv = ["--json", "--pickle", "--sweep", "1K:4K", "--rounds", "10", "--repeat", "2"]
+    result = mpirun(4, *RING, *argv).check(0)
+    report = json.loads(result.stdout)
+    assert (report["program"], report["ranks"], report["hosts"]) == ("ring", 4, [HOST])
+    assert (report["mode"], report["rounds"], report["repeat"]) == ("pickle", 10, 2)
+    assert [t["size"] for t in report["timings"]] == [1024, 2048, 4096]
+    assert all(t["hops"] == 4 and len(t["hop_us"]) == 2 for t in report["timings"])
+
+
+def test_json_message(mpirun):
+    result = mpirun(3, *RING, "--json").check(0)
+    report = json.loads(result.stdout)
+    assert (report["mode"], report["message"], report["ranks"]) == ("message", "P0P1P2", 3)
+
+
+@pytest.mark.parametrize(
+    ("n", "argv", "message"),
+    [
+        (4, ["--bogus"], "unrecognized arguments: --bogus"),
+        (2, ["--rounds", "0"], "argument -r/--rounds: must be at least 1, not 0"),
+        (3, ["--rounds", "-3"], "argument -r/--rounds: must be at least 1, not -3"),
+        (2, ["--size", "0"], "argument -s/--size: invalid size '0': must be at least 1 byte"),
+        (2, ["--size", "4Q"], "argument -s/--size: invalid size '4Q'"),
+        (2, ["--sweep", "4M:1K"], "argument --sweep: invalid sweep '4M:1K': MIN is larger"),
+        (2, ["--pickle"], "--pickle needs --size or --sweep"),
+    ],
+    ids=["unknown-flag", "rounds-0", "rounds-neg", "size-0", "size-4Q", "sweep-4M:1K", "pickle"],
+)
+def test_bad_usage(mpirun, n, argv, message):
+    result = mpirun(n, *RING, *argv, timeout=30).check(2)
+    assert len(result.error_lines) == 1, result.describe()
+    assert result.error_lines[0].startswith(f"error: {message}"), result.describe()
+    assert "Traceback" not in result.stderr, result.describe()
+    assert result.stdout == "", result.describe()
+    # A rank left waiting for the others would run into the timeout; the
+    # bound leaves room for start-up on a loaded 2-core machine.
+    assert result.elapsed < 15, result.describe()
