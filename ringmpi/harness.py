@@ -77,15 +77,15 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
-    def print_help(self, file=None) -> None:  # type: ignore[no-untyped-def]
+    def print_help(self, file=None) -> None:
         if _rank() == 0:
             super().print_help(file)
 
-    def print_usage(self, file=None) -> None:  # type: ignore[no-untyped-def]
+    def print_usage(self, file=None) -> None:
         if _rank() == 0:
             super().print_usage(file)
 
-    def _print_message(self, message: str, file=None) -> None:  # type: ignore[no-untyped-def]
+    def _print_message(self, message: str, file=None) -> None:
         # --version and the like print through here.
         if _rank() == 0:
             super()._print_message(message, file)

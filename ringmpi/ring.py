@@ -350,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"expected {expected_message(size)!r}"
             )
         if rank == 0:
+            assert message is not None
             report.update(mode="message", message=message, rounds=rounds)
             if args.rounds:
                 timings.append(
