@@ -1,0 +1,213 @@
+"""The task farm on real communicators: the world, COMM_SELF and sub-communicators."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ringmpi import fib
+from ringmpi.farm import Farm, FarmError, TaskError, farm_imap_unordered, farm_map
+
+pytestmark = pytest.mark.mpi
+
+_STATE = {"initialised": None}
+
+
+def square(x):
+    return x * x
+
+
+def fails_on_three(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+def exits_on_two(x):
+    if x == 2:
+        raise SystemExit(0)
+    return x
+
+
+def unpicklable_on_one(x):
+    return (lambda: x) if x == 1 else x
+
+
+def remember(value):
+    _STATE["initialised"] = value
+
+
+def with_state(x):
+    return (_STATE["initialised"], x)
+
+
+def whoami(_x):
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank(), os.getpid()
+
+
+def _check(comm, results, expected):
+    if comm.Get_rank() == 0:
+        assert results == expected
+    else:
+        assert results is None
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+@pytest.mark.parametrize("ntasks", [0, 1, 7, 100])
+def test_results_in_input_order(comm, collectively, schedule, ntasks):
+    with collectively:
+        tasks = list(range(ntasks))[::-1] if comm.Get_rank() == 0 else None
+        results = farm_map(comm, square, tasks, schedule=schedule)
+        _check(comm, results, [t * t for t in range(ntasks)][::-1])
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, 1000])
+def test_chunksize(comm, collectively, chunksize):
+    with collectively:
+        farm = Farm(comm, square, chunksize=chunksize)
+        results = farm.map(range(50))
+        _check(comm, results, [t * t for t in range(50)])
+        if comm.Get_rank() == 0:
+            assert farm.stats.chunks == -(-50 // chunksize)
+            assert sum(w.tasks for w in farm.stats.workers) == 50
+
+
+def test_cost_puts_largest_first_and_keeps_order(comm, collectively):
+    with collectively:
+        tasks = [20, 5, 22, 1, 18, 9]
+        results = farm_map(comm, fib.fib, tasks, cost=fib.calls)
+        _check(comm, results, [fib.fib_exact(n) for n in tasks])
+
+
+def test_fn_comes_from_the_root(comm, collectively):
+    with collectively:
+        fn = square if comm.Get_rank() == 0 else None
+        results = farm_map(comm, fn, [1, 2, 3])
+        _check(comm, results, [1, 4, 9])
+
+
+def test_unordered_yields_every_result_once(comm, collectively):
+    with collectively:
+        got = list(farm_imap_unordered(comm, square, range(30), chunksize=2))
+        if comm.Get_rank() == 0:
+            assert sorted(got) == [(i, i * i) for i in range(30)]
+        else:
+            assert got == []
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_initializer_runs_on_every_computing_rank(comm, collectively, schedule):
+    with collectively:
+        _STATE["initialised"] = None
+        results = farm_map(
+            comm,
+            with_state,
+            range(20),
+            initializer=remember,
+            initargs=("ready",),
+            schedule=schedule,
+        )
+        _check(comm, results, [("ready", i) for i in range(20)])
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_error_raises_on_root_with_remote_details(comm, collectively, schedule):
+    with collectively:
+        if comm.Get_rank() == 0:
+            with pytest.raises(FarmError) as info:
+                farm_map(comm, fails_on_three, range(10), schedule=schedule, chunksize=1)
+            error = info.value.errors[0]
+            assert isinstance(error, TaskError)
+            assert error.index == 3 and error.task == "3"
+            assert "ValueError: three is not allowed" in str(info.value)
+            assert f"@{error.host}" in str(info.value)
+            assert "fails_on_three" in error.remote_traceback
+        else:
+            assert farm_map(comm, fails_on_three, None, schedule=schedule, chunksize=1) is None
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_errors_collected_and_other_tasks_finished(comm, collectively, schedule):
+    with collectively:
+        farm = Farm(comm, fails_on_three, errors="collect", schedule=schedule, chunksize=2)
+        results = farm.map(range(8))
+        if comm.Get_rank() == 0:
+            assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+            assert isinstance(results[3], TaskError)
+            assert len(farm.stats.errors) == 1
+
+
+def test_sys_exit_in_a_task_is_a_task_error(comm, collectively):
+    with collectively:
+        results = farm_map(comm, exits_on_two, range(5), errors="collect")
+        if comm.Get_rank() == 0:
+            assert isinstance(results[2], TaskError)
+            assert "SystemExit" in str(results[2])
+            assert results[:2] + results[3:] == [0, 1, 3, 4]
+
+
+def test_unpicklable_result_is_a_task_error(comm, collectively):
+    with collectively:
+        results = farm_map(comm, unpicklable_on_one, range(4), errors="collect", chunksize=1)
+        if comm.Get_rank() == 0:
+            if comm.Get_size() == 1:
+                # Nothing is pickled when the root computes every task itself.
+                assert callable(results[1])
+            else:
+                assert [results[i] for i in (0, 2, 3)] == [0, 2, 3]
+                assert isinstance(results[1], TaskError) or callable(results[1])
+
+
+def test_more_workers_than_tasks(comm, collectively):
+    with collectively:
+        results = farm_map(comm, square, [4])
+        _check(comm, results, [16])
+
+
+def test_cores_limit_the_computing_ranks(comm, collectively):
+    with collectively:
+        farm = Farm(comm, whoami, cores=1, chunksize=1)
+        results = farm.map(range(12))
+        if comm.Get_rank() == 0:
+            size = comm.Get_size()
+            computing = {w.rank for w in farm.stats.workers}
+            if size == 1:
+                assert computing == {0}
+            elif size == 2:
+                # One core: the worker computes, the root only hands out.
+                assert computing == {1} and not farm.stats.root_computes
+            assert len(results) == 12
+            assert farm.stats.idle_ranks == [
+                r for r in range(size) if r not in computing and r != 0
+            ]
+
+
+def test_split_tasks_sum_to_fib(comm, collectively):
+    with collectively:
+        items = [(i, m) for i, n in enumerate([25, 20]) for m in fib.split(n, 4)]
+        values = farm_map(comm, fib.fib, [m for _, m in items], cost=fib.calls)
+        if comm.Get_rank() == 0:
+            sums = [0, 0]
+            for (i, _), v in zip(items, values):
+                sums[i] += v
+            assert sums == [fib.fib_exact(25), fib.fib_exact(20)]
+
+
+def test_fault_tolerant_option_without_ulfm_still_computes(comm, collectively):
+    with collectively:
+        results = farm_map(comm, square, range(9), fault_tolerant=True)
+        _check(comm, results, [i * i for i in range(9)])
+
+
+def test_farm_leaves_the_callers_messages_alone(comm, collectively):
+    with collectively:
+        # A message posted before the farm, on the same tag numbers the farm
+        # uses, must still be there afterwards: the farm runs on a duplicate.
+        rank, size = comm.Get_rank(), comm.Get_size()
+        request = comm.isend("mine", dest=(rank + 1) % size, tag=102)
+        farm_map(comm, square, range(10))
+        assert comm.recv(source=(rank - 1) % size, tag=102) == "mine"
+        request.wait()
