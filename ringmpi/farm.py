@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import config, poll
+from . import config, harness, poll
 from .harness import RingmpiError
 
 log = logging.getLogger(__name__)
@@ -345,6 +345,8 @@ class Farm:
     ):
         if errors not in ("raise", "collect"):
             raise ValueError(f"errors must be 'raise' or 'collect', not {errors!r}")
+        if fault_tolerant and Schedule(schedule) is not Schedule.DYNAMIC:
+            raise ValueError("fault tolerance needs the dynamic schedule")
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         self.comm = comm
@@ -427,6 +429,7 @@ class Farm:
             else:
                 self._worker()
             self._final_barrier(comm, ft, poll.Backoff(cap=max(poll.Backoff().cap, 5e-3)))
+            self._agree_on_failures(comm, ft, failed=False)
             return
         assert layout is not None
         hosts = [h for h, _ in layout]
@@ -453,8 +456,27 @@ class Farm:
         finally:
             self.stats.elapsed = time.perf_counter() - start
         self._final_barrier(comm, ft)
+        self._agree_on_failures(comm, ft, failed=bool(self.stats.lost))
         if self.stats.errors and self.errors == "raise":
             raise FarmError(self.stats.errors)
+
+    @staticmethod
+    def _agree_on_failures(comm, ft: bool, failed: bool) -> None:
+        """Let every survivor learn whether a rank was lost (ULFM agreement).
+
+        After a loss, ``MPI_Finalize`` can hang (open-mpi/ompi#11404), so the
+        harness then leaves without it.
+        """
+        if not ft:
+            return
+        from mpi4py import MPI
+
+        try:
+            failed = not comm.Agree(0 if failed else 1)
+        except MPI.Exception:
+            failed = True
+        if failed:
+            harness.mark_degraded()
 
     @staticmethod
     def _final_barrier(comm, ft: bool, backoff: poll.Backoff | None = None) -> None:

@@ -276,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks = parse_tasks(args.tasks) if args.tasks else list(DEFAULT_TASKS)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.fault_tolerant and args.schedule != "dynamic":
+        raise UsageError("--fault-tolerant needs the dynamic schedule")
     estimate = fibmod.estimate_seconds(tasks)
     if estimate > MAX_SECONDS and not args.force:
         biggest = max(tasks)

@@ -145,6 +145,26 @@ def _write_stderr(text: str) -> None:
     sys.stderr.flush()
 
 
+_degraded = False
+
+
+def mark_degraded() -> None:
+    """Note that the job lost a rank and carried on (ULFM fault tolerance).
+
+    ``launch`` then leaves without ``MPI_Finalize``, which can hang after a
+    loss (open-mpi/ompi#11404); under ``mpiexec --with-ft ulfm`` that ends the
+    rank with its own exit status.
+    """
+    global _degraded
+    _degraded = True
+
+
+def _leave_without_finalize(status: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def _print_error(message: str) -> None:
     _write_stderr(f"error: {message}")
 
@@ -267,7 +287,10 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
             if _launcher_rank(dict(os.environ)) == 0:
                 _print_error(str(exc))
             return exc.exit_code
-        return main(argv)
+        status = main(argv)
+        if _degraded:
+            _leave_without_finalize(status)
+        return status
     except RingmpiError as exc:
         if exc.collective:
             if comm.Get_rank() == 0:
