@@ -19,17 +19,14 @@ SHARED = Path("/cluster")
 MPIEXEC = "/opt/venv/bin/mpiexec"
 PROG = "ringmpi-launch"
 
-# Open MPI settings for a container network: TCP between nodes on the cluster
-# subnet only, and OOB keep-alive probes so a lost node is noticed in about
-# 11 s instead of about 8 minutes (defaults 300/20/9).
-KEEPALIVE = (
-    "oob_tcp_keepalive_time",
-    "5",
-    "oob_tcp_keepalive_intvl",
-    "2",
-    "oob_tcp_keepalive_probes",
-    "3",
-)
+# OOB keep-alive probes, so that a silent node is declared lost after about
+# 5 + 2 * 3 = 11 s instead of about 8 minutes (defaults 300/20/9).
+KEEPALIVE = [
+    ("--prtemca", "oob_tcp_keepalive_time", "5"),
+    ("--prtemca", "oob_tcp_keepalive_intvl", "2"),
+    ("--prtemca", "oob_tcp_keepalive_probes", "3"),
+]
+MCA_FLAGS = {"--mca", "-mca", "--gmca", "-gmca", "--prtemca", "--pmixmca"}
 
 
 class LaunchError(Exception):
@@ -134,6 +131,26 @@ class MapFilter:
         return True
 
 
+def mca_defaults(argv: Sequence[str], net: str) -> list[str]:
+    """Return the cluster's MCA settings, less those that argv sets itself.
+
+    Shared memory within a node, TCP between nodes on the cluster network
+    only; shared memory's single-copy (CMA, process_vm_readv) is switched off
+    because container security profiles may forbid it.
+    """
+    given = {argv[i + 1] for i in range(len(argv) - 1) if argv[i] in MCA_FLAGS}
+    settings = [
+        ("--mca", "btl", "self,sm,tcp"),
+        ("--mca", "smsc", "^cma"),
+        ("--mca", "btl_tcp_if_include", net),
+        ("--mca", "oob_tcp_if_include", net),
+        *KEEPALIVE,
+    ]
+    return [
+        word for flag, name, value in settings if name not in given for word in (flag, name, value)
+    ]
+
+
 def run(argv: Sequence[str]) -> int:
     if os.getuid() == 0:
         raise LaunchError("run me as the user mpi (docker exec -u mpi ...)")
@@ -156,25 +173,10 @@ def run(argv: Sequence[str]) -> int:
         flush=True,
     )
 
-    net = cluster_network()
-    cmd = [
-        MPIEXEC,
-        "--hostfile",
-        str(hostfile),
-        "--display",
-        "map",
-        "--mca",
-        "btl",
-        "tcp,self",
-        "--mca",
-        "btl_tcp_if_include",
-        net,
-        "--mca",
-        "oob_tcp_if_include",
-        net,
-    ]
-    for i in range(0, len(KEEPALIVE), 2):
-        cmd += ["--prtemca", KEEPALIVE[i], KEEPALIVE[i + 1]]
+    cmd = [MPIEXEC, "--hostfile", str(hostfile)]
+    if "--display" not in argv:
+        cmd += ["--display", "map"]
+    cmd += mca_defaults(argv, cluster_network())
     cmd += ["-x", "PATH", *argv]
     env = dict(os.environ)
     # More ranks than slots is allowed; an explicit --map-by still wins.
