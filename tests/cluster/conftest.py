@@ -44,6 +44,7 @@ class Cluster:
     def __init__(self, project: str) -> None:
         self.project = project
         self.workers = WORKERS
+        self.image = IMAGE
         self.env = dict(os.environ, RINGMPI_PROJECT=project, RINGMPI_IMAGE=IMAGE)
 
     def cluster(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

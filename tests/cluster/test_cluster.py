@@ -123,3 +123,26 @@ def test_worker_killed_mid_run(cluster) -> None:
     assert rc != 0, "the launcher must not report success after losing a node"
     assert re.search(rf"lost .*{victim}|{victim}.*lost", stderr, re.DOTALL), stderr
     assert f"lost node during the run: {victim}" in stderr, stderr
+
+
+def test_image_holds_no_keys(cluster) -> None:
+    """Host and user keys are made when a node starts, never baked in."""
+    listing = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "sh",
+            cluster.image,
+            "-c",
+            "ls /etc/ssh/ssh_host_* /home/mpi/.ssh 2>/dev/null; true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert listing.stdout.strip() == ""
