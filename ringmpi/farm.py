@@ -433,7 +433,10 @@ class Farm:
             return
         assert layout is not None
         hosts = [h for h, _ in layout]
-        override = self.cores or config.cores()
+        try:
+            override = self.cores or config.cores()
+        except ValueError as exc:
+            raise RingmpiError(str(exc)) from None
         cores = [override or c for _, c in layout]
         active, idle, root_computes = plan_workers(hosts, cores, self.root)
         if not active:

@@ -35,7 +35,12 @@ def parse_tasks(words: Sequence[str]) -> list[int]:
     """
     tasks: list[int] = []
     for word in words:
-        for part in word.replace(",", " ").split() or [word]:
+        parts = word.replace(",", " ").split()
+        if not parts:
+            raise ValueError(
+                "empty task: give positive integers such as 38 or ranges such as 30-35"
+            )
+        for part in parts:
             tasks += _parse_word(part)
     if not tasks:
         raise ValueError("no tasks given")

@@ -191,7 +191,7 @@ def start_watchdog(seconds: float, what: str = "the run") -> threading.Timer:
 
     Every rank starts one; rank 0's fires first and reports, the others fire
     a little later in case rank 0 cannot (stopped, or stuck in a call that
-    never returns).
+    holds the GIL).
 
     Args:
         seconds: The time limit.
@@ -201,7 +201,8 @@ def start_watchdog(seconds: float, what: str = "the run") -> threading.Timer:
         The timer; ``cancel()`` it when the run ends in time.
     """
     rank = _rank()
-    delay = seconds if rank == 0 else seconds + 2.0
+    # Staggered, so that one rank reports and aborts before the next wakes.
+    delay = seconds if rank == 0 else seconds + 2.0 + 0.2 * min(rank, 20)
 
     def fire() -> None:
         _print_error(f"{tag(rank)} {what} did not finish within {seconds:g} s (--timeout)")
