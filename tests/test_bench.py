@@ -1,0 +1,284 @@
+"""``python -m ringmpi.bench``: the quick mode under a real mpiexec, and its pure pieces.
+
+Timings are never asserted: only that results are right and the output has
+its shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from ringmpi import bench, bench_fib, bench_ring
+
+BENCH = ("-m", "ringmpi.bench")
+ROW_KEYS = {
+    "approach",
+    "workers",
+    "wall_min",
+    "wall_median",
+    "walls",
+    "baseline",
+    "speedup",
+    "efficiency",
+    "per_task_us",
+    "root_cpu_pct",
+    "rank_cpu_s",
+    "correct",
+}
+METHODS = ("ring", "ring_pickle", "ringtest", "pingpong", "pingpong_filled")
+
+
+def data_rows(stdout: str) -> list[list[str]]:
+    return [line.split() for line in stdout.splitlines() if line and not line.startswith("#")]
+
+
+# --- end to end, under mpiexec ------------------------------------------------------
+
+
+def test_fib_quick_json(mpirun):
+    result = mpirun(3, *BENCH, "fib", "--quick", "--json", timeout=240).check(0)
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "fib"
+    assert report["ranks"] == 3
+    assert report["quick"] is True
+    assert list(report["workloads"]) == list(bench_fib.WORKLOAD_NAMES)
+    compiler = bench_fib.find_compiler() is not None
+    for name, work in report["workloads"].items():
+        assert work["tasks"] == len(bench_fib.workloads(quick=True)[name])
+        assert [row["approach"] for row in work["rows"]] == list(bench_fib.APPROACHES)
+        for row in work["rows"]:
+            if row["approach"].startswith("c-") and not compiler:
+                assert "compiler" in row["skipped"]
+                continue
+            assert set(row) == ROW_KEYS, row
+            assert row["correct"] is True, (name, row)
+            assert len(row["walls"]) == 1
+            assert len(row["rank_cpu_s"][0]) == 3
+        by_name = {row["approach"]: row for row in work["rows"]}
+        assert by_name["sequential"]["speedup"] == 1.0
+        assert by_name["farm-dynamic"]["workers"] >= 1
+    targets = {t["target"].split(":")[0] for t in report["targets"]}
+    assert targets == {"article", "uniform", "tiny", "empty"}
+    for target in report["targets"]:
+        assert set(target) == {"target", "value", "limit", "met"}
+
+
+def test_fib_quick_table_filtered(mpirun):
+    approaches = "sequential,pool,children,farm-dynamic"
+    result = mpirun(
+        3, *BENCH, "fib", "--quick", "-w", "article", "-a", approaches, "--repeat", "2", timeout=180
+    ).check(0)
+    lines = result.stdout_lines
+    assert lines[0].startswith("# ringmpi.bench fib: 3 MPI ranks")
+    assert lines[1].startswith("# workload article: 22 21 20 19 18 17")
+    assert lines[2].split()[1:3] == ["approach", "P"]
+    rows = data_rows(result.stdout)
+    assert [r[0] for r in rows[:4]] == approaches.split(",")
+    for r in rows[:4]:
+        assert len(r) == 9 and r[-1] == "yes", r
+    assert "# targets (issue 5)" in lines
+    assert result.stderr == "", result.describe()
+
+
+def test_ring_quick_json(mpirun):
+    result = mpirun(3, *BENCH, "ring", "--quick", "--json", timeout=180).check(0)
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "ring"
+    assert [r["size"] for r in report["rows"]] == bench_ring.QUICK_SIZES
+    for row in report["rows"]:
+        for method in METHODS:
+            assert set(row[method]) == {"us_min", "us_mean", "samples_us", "bandwidth_MBps"}
+            assert row[method]["us_min"] > 0
+        assert row["hop_ratio_ringtest"] > 0
+        assert row["bw_ratio_pingpong_filled"] > 0
+    assert report["targets"]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_ring_quick_table(mpirun, n):
+    result = mpirun(n, *BENCH, "ring", "--quick", "-s", "4M", "-q", timeout=180).check(0)
+    lines = result.stdout_lines
+    assert lines[0] == "# latency"
+    assert "# bandwidth [MB/s]" in lines
+    rows = data_rows(result.stdout)
+    assert [r[0] for r in rows] == ["4194304", "4194304"]
+    assert [len(r) for r in rows] == [8, 8]
+
+
+def test_plot(mpirun, tmp_path):
+    png = tmp_path / "ring.png"
+    result = mpirun(2, *BENCH, "ring", "--quick", "-s", "1,1K", "--plot", str(png), timeout=180)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        result.check(1)
+        assert result.error_lines == [
+            "error: --plot needs matplotlib: pip install 'ringmpi[plot]' (or matplotlib)"
+        ], result.describe()
+        assert not png.exists()
+    else:
+        result.check(0)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fib_needs_ranks(pyrun):
+    result = pyrun(*BENCH, "fib", "--quick", timeout=60).check(2)
+    assert result.error_lines == [
+        "error: the MPI approaches need at least 2 ranks: run under mpiexec -n 3"
+    ], result.describe()
+
+
+def test_bad_approach(pyrun):
+    result = pyrun(*BENCH, "fib", "-a", "pool,nope", timeout=60).check(2)
+    [line] = result.error_lines
+    assert "invalid choice 'pool,nope'" in line, result.describe()
+
+
+# --- pure pieces ------------------------------------------------------------------
+
+
+def test_workloads():
+    full = bench_fib.workloads()
+    assert full["article"] == [38, 37, 36, 35, 34, 33]
+    assert sorted(full["uniform"]) == sorted(list(range(25, 33)) * 5)
+    assert len(full["tiny"]) == 1000 and set(full["tiny"]) <= set(range(15, 21))
+    assert full["tiny"] == bench_fib.workloads()["tiny"]  # seeded
+    assert full["empty"] == [0] * 2000
+    assert set(bench_fib.workloads(quick=True)) == set(full)
+
+
+def outcome(name, walls, workers=2):
+    out = bench_fib.Outcome(name, workers=workers, walls=walls)
+    out.root_cpu = [0.5 * w for w in walls]
+    out.rank_cpu = [[0.0, 0.0]] * len(walls)
+    return out
+
+
+def test_summarize_speedup_and_efficiency():
+    outcomes = {
+        "sequential": outcome("sequential", [4.0, 5.0, 4.5], workers=1),
+        "pool": outcome("pool", [2.5, 2.0, 3.0]),
+        "c-sequential": outcome("c-sequential", [0.2], workers=1),
+        "c-threads": outcome("c-threads", [0.125]),
+        "futures": bench_fib.Outcome("futures", skipped="no MPI"),
+    }
+    rows = {r["approach"]: r for r in bench_fib.summarize(outcomes, ntasks=4)}
+    assert rows["sequential"]["speedup"] == 1.0
+    assert rows["sequential"]["efficiency"] == 1.0
+    pool = rows["pool"]
+    assert (pool["wall_min"], pool["wall_median"]) == (2.0, 2.5)
+    assert pool["speedup"] == 2.0  # min over min
+    assert pool["efficiency"] == 1.0
+    assert pool["per_task_us"] == 0.5e6
+    assert pool["root_cpu_pct"] == 50.0
+    assert rows["c-threads"]["baseline"] == "c-sequential"
+    assert rows["c-threads"]["speedup"] == 1.6
+    assert rows["futures"] == {"approach": "futures", "workers": 0, "skipped": "no MPI"}
+
+
+def test_summarize_without_baseline():
+    rows = bench_fib.summarize({"pool": outcome("pool", [1.0])}, ntasks=2)
+    assert rows[0]["speedup"] is None and rows[0]["efficiency"] is None
+
+
+def test_c_kernel(tmp_path):
+    if bench_fib.find_compiler() is None:
+        pytest.skip("no C compiler")
+    kernel = bench_fib.load_c_kernel(bench_fib.build_c_kernel(tmp_path))
+    assert [kernel(n) for n in (0, 1, 2, 20, 30)] == [0, 1, 1, 6765, 832040]
+
+
+def test_c_kernel_without_compiler(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    assert bench_fib.find_compiler() is None
+    with pytest.raises(bench_fib.Unavailable, match="no C compiler"):
+        bench_fib.build_c_kernel(tmp_path)
+
+
+def test_c_kernel_broken_compiler(tmp_path):
+    with pytest.raises(bench_fib.Unavailable, match="could not run"):
+        bench_fib.build_c_kernel(tmp_path, compiler=os.fspath(tmp_path / "no-such-cc"))
+    with pytest.raises(bench_fib.Unavailable, match="compiler failed"):
+        bench_fib.build_c_kernel(tmp_path, compiler="false")
+
+
+def test_find_compiler_honours_cc():
+    assert bench_fib.find_compiler({"CC": "clang -fno-lto"}) == "clang -fno-lto"
+
+
+def fib_report(walls: dict[str, dict[str, float]]) -> dict:
+    return {
+        "workloads": {
+            name: {
+                "rows": [
+                    {"approach": a, "wall_min": w, "per_task_us": w / 2000 * 1e6}
+                    for a, w in approaches.items()
+                ]
+            }
+            for name, approaches in walls.items()
+        }
+    }
+
+
+def test_fib_targets():
+    report = fib_report(
+        {
+            "article": {"farm-dynamic": 3.6, "pool": 3.55, "futures": 3.7},
+            "tiny": {"farm-dynamic": 0.2, "pool": 0.1, "futures": 0.4},
+            "empty": {"farm-dynamic": 0.008},
+        }
+    )
+    targets = {t["target"]: t for t in bench.fib_targets(report)}
+    pool = targets["article: farm-dynamic speed / pool speed >= 0.98"]
+    assert pool["value"] == pytest.approx(3.55 / 3.6) and pool["met"]
+    assert targets["article: farm-dynamic speed / futures speed >= 1"]["met"]
+    assert not targets["tiny: farm-dynamic speed / pool speed >= 0.9"]["met"]
+    assert not targets["tiny: farm-dynamic speed / futures speed >= 3"]["met"]
+    empty = targets["empty: farm-dynamic per-task overhead [us] <= 5"]
+    assert empty["value"] == pytest.approx(4.0) and empty["met"]
+    assert not any(t.startswith("uniform") for t in targets)  # not run: not reported
+
+
+def ring_row(size, ring, ringtest, pingpong, filled):
+    def m(us):
+        return {"us_min": us, "us_mean": us, "samples_us": [us], "bandwidth_MBps": size / us}
+
+    return {
+        "size": size,
+        "rounds": 1,
+        "ring": m(ring),
+        "ring_pickle": m(ring * 10),
+        "ringtest": m(ringtest),
+        "pingpong": m(pingpong),
+        "pingpong_filled": m(filled),
+        "hop_ratio_ringtest": ring / ringtest,
+        "pickle_ratio": 10.0,
+        "bw_ratio_pingpong": pingpong / ring,
+        "bw_ratio_pingpong_filled": filled / ring,
+    }
+
+
+def test_ring_targets_and_table():
+    report = {
+        "benchmark": "ring",
+        "ranks": 3,
+        "repeat": 1,
+        "quick": False,
+        "rows": [
+            ring_row(1, 3.0, 3.0, 1.0, 1.0),
+            ring_row(64, 3.3, 3.0, 1.0, 1.0),
+            ring_row(1024, 4.0, 3.0, 1.0, 1.0),
+            ring_row(4 << 20, 700.0, 700.0, 420.0, 690.0),
+        ],
+    }
+    targets = bench.ring_targets(report)
+    assert [t["met"] for t in targets] == [True, False, False, True]
+    assert targets[0]["value"] == pytest.approx(1.1)
+    assert "1024 B" in targets[1]["target"]
+    text = bench_ring.format_report(report)
+    rows = data_rows(text)
+    assert len(rows) == 8 and rows[3][0] == "4194304"
