@@ -356,8 +356,11 @@ def run_mpi_approach(comm, approach: str, tasks: list[int] | None):
         from mpi4py.futures import MPICommExecutor
 
         out = None
-        with MPICommExecutor(comm, root=0) as executor:
-            if executor is not None:
+        with MPICommExecutor(comm, root=0) as pool:
+            if pool is not None:
+                # mpi4py's stubs type the entered executor as MPICommExecutor;
+                # it is an MPIPoolExecutor.
+                executor: Any = pool
                 list(executor.map(_noop, range(4 * comm.Get_size())))
                 assert tasks is not None
                 cpu, start = time.process_time(), MPI.Wtime()
