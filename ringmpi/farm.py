@@ -96,6 +96,12 @@ class FarmError(RingmpiError):
         self.errors = errors
 
 
+class FarmStartError(RingmpiError):
+    """A rank was lost before the farm began; raised on every survivor."""
+
+    collective = True
+
+
 class FarmTimeout(RingmpiError):
     """A task ran past its time limit; raised on the root.
 
@@ -422,7 +428,19 @@ class Farm:
                 comm.Free()
 
     def _run_on(self, comm, tasks, start, ft) -> Iterator[tuple[int, Any]]:
-        layout = comm.gather((self.host, _node_cores(comm)), root=self.root)
+        from mpi4py import MPI
+
+        try:
+            layout = comm.gather((self.host, _node_cores(comm)), root=self.root)
+        except MPI.Exception as exc:
+            if not ft:
+                raise
+            # Tolerance starts once every rank is known to be in the farm.
+            harness.mark_degraded()
+            raise FarmStartError(
+                f"a rank was lost while the farm started ({exc.Get_error_string()}); "
+                "fault tolerance covers losses after start-up"
+            ) from None
         if not self._is_root:
             if self.schedule is Schedule.STATIC:
                 self._static_worker()

@@ -296,6 +296,8 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         if exc.collective:
             if comm.Get_rank() == 0:
                 _print_error(str(exc))
+            if _degraded:
+                _leave_without_finalize(exc.exit_code)
             return exc.exit_code
         _print_error(str(exc))
         if size > 1:

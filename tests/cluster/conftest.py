@@ -140,15 +140,16 @@ def cluster() -> Iterator[Cluster]:
         if os.environ.get("RINGMPI_REQUIRE_CLUSTER") == "1":
             pytest.fail(f"cluster tests required (RINGMPI_REQUIRE_CLUSTER=1) but {why}")
         pytest.skip(f"cluster tests need Docker: {why}")
-    if not _quiet(["docker", "image", "inspect", IMAGE]):
-        build = subprocess.run(
-            [str(ROOT / "scripts" / "build-images"), "--tag", IMAGE],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-        assert build.returncode == 0, f"image build failed:\n{build.stderr[-4000:]}"
+    # Always build: Docker's layer cache makes it quick when nothing changed,
+    # and an image older than the sources would test old code.
+    build = subprocess.run(
+        [str(ROOT / "scripts" / "build-images"), "--tag", IMAGE],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert build.returncode == 0, f"image build failed:\n{build.stderr[-4000:]}"
     _remove_stale_clusters()
     c = Cluster(PROJECT)
     try:
