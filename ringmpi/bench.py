@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import bench_fib, bench_ring, poll
-from .harness import ArgumentParser, RingmpiError, UsageError, launch
+from .harness import ArgumentParser, RingmpiError, UsageError, int_arg, launch
 from .ring import parse_size, parse_sweep
 
 PROG = "python -m ringmpi.bench"
@@ -214,16 +214,6 @@ def plot_ring(report: dict[str, Any], path: str) -> None:
 # --- command line ---------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def _choices(allowed: Sequence[str]):
     def parse(text: str) -> list[str]:
         names = [w.strip() for w in text.split(",") if w.strip()]
@@ -257,7 +247,7 @@ def build_parser() -> ArgumentParser:
     common = ArgumentParser(add_help=False)
     common.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=int_arg(1),
         default=None,
         help="timed runs of each (default 3 for fib, 5 for ring)",
     )
@@ -294,7 +284,7 @@ def build_parser() -> ArgumentParser:
     fib.add_argument(
         "-P",
         "--processes",
-        type=_positive_int,
+        type=int_arg(1),
         default=None,
         help="processes/threads for pool, ppe, children, c-threads (default: cores)",
     )

@@ -507,6 +507,17 @@ class Farm:
         if not ft:
             poll.barrier(comm, backoff)
 
+    def _emit(self, outcomes) -> Iterator[tuple[int, Any]]:
+        """Yield ``(index, value)`` per outcome; record errors, and yield them
+        in place of the value when they are collected."""
+        for index, value, error in outcomes:
+            if error is None:
+                yield index, value
+                continue
+            self.stats.errors.append(error)
+            if self.errors == "collect":
+                yield index, error
+
     def _run_chunk(self, fn, chunk, rank):
         """Run a chunk; return ``(outcomes, busy)`` with errors made picklable."""
         outcomes = []
@@ -668,14 +679,8 @@ class Farm:
                 continue
             backoff.reset()
             for outcomes in arrived:
-                for index, value, error in outcomes:
-                    done += 1
-                    if error is not None:
-                        self.stats.errors.append(error)
-                        if self.errors == "raise":
-                            continue
-                        value = error
-                    yield index, value
+                yield from self._emit(outcomes)
+                done += len(outcomes)
                 if self.progress is not None:
                     self.progress(done, n)
         if helper is not None:
@@ -771,14 +776,8 @@ class Farm:
             if rank in stats:
                 stats[rank].tasks += len(outcomes)
                 stats[rank].busy += seconds
-            for index, value, error in outcomes:
-                done += 1
-                if error is not None:
-                    self.stats.errors.append(error)
-                    if self.errors == "raise":
-                        continue
-                    value = error
-                yield index, value
+            yield from self._emit(outcomes)
+            done += len(outcomes)
         if self.progress is not None:
             self.progress(done, n)
 

@@ -12,7 +12,15 @@ from typing import Any
 
 from . import fib as fibmod
 from .farm import Farm, FarmStats
-from .harness import ArgumentParser, RingmpiError, UsageError, launch, start_watchdog
+from .harness import (
+    ArgumentParser,
+    RingmpiError,
+    UsageError,
+    int_arg,
+    launch,
+    positive_float,
+    start_watchdog,
+)
 
 PROG = "python -m ringmpi.fibfarm"
 DEFAULT_TASKS = [38, 37, 36, 35, 34, 33]
@@ -88,12 +96,12 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--split",
-        type=_nonnegative_int,
+        type=int_arg(0, 30),
         default=0,
         metavar="D",
         help="unfold each fib(n) D levels into up to 2^D sub-calls (same work, smaller pieces)",
     )
-    parser.add_argument("--chunksize", type=_positive_int, default=None, help="tasks per chunk")
+    parser.add_argument("--chunksize", type=int_arg(1), default=None, help="tasks per chunk")
     parser.add_argument(
         "--baseline", action="store_true", help="also time a sequential run and show the speed-up"
     )
@@ -101,11 +109,11 @@ def build_parser() -> ArgumentParser:
         "--verify", action="store_true", help="check every result against exact Fibonacci"
     )
     parser.add_argument(
-        "--timeout", type=_positive_float, default=None, help="abort the run after SECONDS"
+        "--timeout", type=positive_float, default=None, help="abort the run after SECONDS"
     )
     parser.add_argument(
         "--task-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="abort when one task runs longer than this",
@@ -122,36 +130,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the results")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if not 0 <= value <= 30:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 30, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
 
 
 def _duration(seconds: float) -> str:

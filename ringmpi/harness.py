@@ -91,6 +91,36 @@ class ArgumentParser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
+def int_arg(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    """Return an argparse ``type``: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if low is not None and high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
+        if low == 0 and value < 0:
+            raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a number greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
 def _rank() -> int:
     from mpi4py import MPI
 

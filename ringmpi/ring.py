@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .harness import ArgumentParser, RingmpiError, UsageError, launch
+from .harness import ArgumentParser, RingmpiError, UsageError, int_arg, launch
 
 PROG = "python -m ringmpi.ring"
 
@@ -233,7 +233,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "-r",
         "--rounds",
-        type=_positive_int,
+        type=int_arg(1),
         default=None,
         help="timed trips around the ring (default 1 for the classic message, "
         "1000 with --size/--sweep)",
@@ -260,39 +260,19 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=int_arg(1),
         default=5,
         help="timed samples per size (default 5)",
     )
     parser.add_argument(
         "--warmup",
-        type=_nonnegative_int,
+        type=int_arg(0),
         default=None,
         help="untimed trips before timing (default rounds/10, at most 100)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the result")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
-    return value
 
 
 def _size_arg(text: str) -> int:
