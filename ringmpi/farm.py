@@ -650,7 +650,9 @@ class Farm:
                 # Every worker is lost: the root finishes the work itself.
                 indices = chunks.popleft()
                 local.put(self._run_chunk(self._setup(), payload(indices), self.root))
-                stats.setdefault(self.root, WorkerStats(self.root, self.host))
+                if self.root not in stats:
+                    stats[self.root] = WorkerStats(self.root, self.host)
+                    self.stats.workers.insert(0, stats[self.root])
             arrived = []
             try:
                 message = comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)

@@ -208,6 +208,16 @@ RUNTIME = {
         mpiexec_args=["--with-ft", "ulfm"],
         stdout=BUSY_LINES,
     ),
+    "all-workers-sigkill-ft": Case(
+        3,
+        [*FIBFARM, "--fault-tolerant", "--verify", *BUSY],
+        0,
+        "",
+        seconds=60,
+        fault=lambda p: [signal_when_busy(r, signal.SIGKILL)(p) for r in (1, 2)],
+        mpiexec_args=["--with-ft", "ulfm"],
+        stdout=BUSY_LINES,
+    ),
     "worker-sigstop-task-timeout": Case(
         3,
         [*FIBFARM, "--task-timeout", "3", *BUSY],
