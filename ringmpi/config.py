@@ -70,3 +70,13 @@ def init_timeout(environ: Mapping[str, str] | None = None) -> float:
         return float(value) if value else 60.0
     except ValueError:
         return 60.0
+
+
+def check(environ: Mapping[str, str] | None = None) -> None:
+    """Read every variable once, so that a bad value is reported at start-up.
+
+    Raises:
+        ValueError: A variable holds a value it cannot take.
+    """
+    cores(environ)
+    poll_max_sleep(environ)

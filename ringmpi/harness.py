@@ -61,6 +61,12 @@ class UsageError(RingmpiError):
     collective = True
 
 
+class ConfigError(RingmpiError):
+    """A ``RINGMPI_*`` variable holds a bad value; every rank reads the same."""
+
+    collective = True
+
+
 class LauncherMismatch(RingmpiError):
     """The launcher started N processes but each sees a world of one rank."""
 
@@ -318,6 +324,10 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
             if _launcher_rank(dict(os.environ)) == 0:
                 _print_error(str(exc))
             return exc.exit_code
+        try:
+            config.check()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         status = main(argv)
         if _degraded:
             _leave_without_finalize(status)

@@ -162,6 +162,9 @@ USAGE = {
         "RINGMPI_CORES must be a positive integer",
         env={"RINGMPI_CORES": "abc"},
     ),
+    "ring-poll-env": Case(
+        2, RING, 1, "RINGMPI_POLL_MAX_SLEEP must be a number", env={"RINGMPI_POLL_MAX_SLEEP": "x"}
+    ),
 }
 
 RUNTIME = {
