@@ -10,6 +10,7 @@ import select
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Callable, NoReturn
@@ -218,6 +219,9 @@ def _abort(status: int) -> NoReturn:
 
     sys.stdout.flush()
     sys.stderr.flush()
+    # Let the launcher forward what was just written before its own abort
+    # report, so the error line comes first and whole.
+    time.sleep(0.2)
     MPI.COMM_WORLD.Abort(status)
     raise SystemExit(status)  # not reached
 

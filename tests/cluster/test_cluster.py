@@ -10,20 +10,10 @@ from typing import IO
 
 import pytest
 
+from ringmpi.fib import fib_exact
+
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
-FIB = {
-    25: 75025,
-    26: 121393,
-    27: 196418,
-    28: 317811,
-    29: 514229,
-    30: 832040,
-    31: 1346269,
-    32: 2178309,
-    33: 3524578,
-    34: 5702887,
-}
 #: "# worker1: ranks 2 3", printed by the launcher for every run
 PLACEMENT_RE = re.compile(r"^# (\S+): ranks? ([\d ]+)$", re.MULTILINE)
 WORKER_ROW_RE = re.compile(r"^\s+(\d+)\s+(\S+)\s+(\d+)\s+[\d.]+$", re.MULTILINE)
@@ -60,7 +50,7 @@ def test_fibfarm_across_hosts(cluster) -> None:
     results = {
         int(n): int(v) for n, v in re.findall(r"^fib\((\d+)\) = (\d+)$", done.stdout, re.MULTILINE)
     }
-    assert results == {n: FIB[n] for n in range(25, 31)}
+    assert results == {n: fib_exact(n) for n in range(25, 31)}
     assert re.search(r"^done: 6 of 6 results", done.stdout, re.MULTILINE)
     where = placement(done.stderr)
     assert sorted(where) == list(range(size))
@@ -135,7 +125,7 @@ def test_worker_killed_mid_run(cluster) -> None:
             "python",
             "-m",
             "ringmpi.fibfarm",
-            *["35"] * 10,
+            *["36"] * 10,
             timeout=120,
             stdout=out,
             stderr=err,
@@ -203,7 +193,9 @@ def test_worker_killed_mid_run_fault_tolerant(cluster) -> None:
     # Open MPI's daemon over a stale /tmp/prted.<pid>; /tmp is a tmpfs now.)
     victim = "worker1"
     size = 2 * (cluster.workers + 1)
-    tasks = [34] * 4 + [33] * 4  # about 6 s of farm on an idle machine
+    # Long enough that the kill lands mid-run even when the machine is fast:
+    # about 12 s of CPU, 6 s or more on 2 cores.
+    tasks = [36] * 4 + [35] * 4
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = cluster.popen(
             "-n",
@@ -231,7 +223,7 @@ def test_worker_killed_mid_run_fault_tolerant(cluster) -> None:
     if done:
         # Survived: every result is there and right, and the loss is reported.
         results = re.findall(r"^fib\((\d+)\) = (\d+)$", stdout, re.MULTILINE)
-        assert [(int(n), int(v)) for n, v in results] == [(n, FIB[n]) for n in tasks], stdout
+        assert [(int(n), int(v)) for n, v in results] == [(n, fib_exact(n)) for n in tasks], stdout
         assert done.groups() == (str(len(tasks)), str(len(tasks))), stdout
         assert f"verified {len(tasks)} results against exact Fibonacci" in stdout, stdout
         lost = re.findall(rf"^lost worker rank (\d+)@{victim};", stdout, re.MULTILINE)
