@@ -446,7 +446,8 @@ class Farm:
                 self._static_worker()
             else:
                 self._worker()
-            self._final_barrier(comm, ft, poll.Backoff(cap=max(poll.Backoff().cap, 5e-3)))
+            # Ranks that are done wait longer between polls: nothing is urgent.
+            self._final_barrier(comm, ft, poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
             self._agree_on_failures(comm, ft, failed=False)
             return
         assert layout is not None
@@ -650,9 +651,7 @@ class Farm:
                 # Every worker is lost: the root finishes the work itself.
                 indices = chunks.popleft()
                 local.put(self._run_chunk(self._setup(), payload(indices), self.root))
-                if self.root not in stats:
-                    stats[self.root] = WorkerStats(self.root, self.host)
-                    self.stats.workers.insert(0, stats[self.root])
+                self._enlist(stats, self.root)
             arrived = []
             try:
                 message = comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)
@@ -718,10 +717,14 @@ class Farm:
             log.warning("lost worker rank %d@%s; requeued tasks %s", rank, host, indices)
         while chunks and (parked or spares):
             rank = parked.pop(0) if parked else spares.pop(0)
-            stats.setdefault(rank, WorkerStats(rank, self.stats.hosts[rank]))
-            if rank not in [w.rank for w in self.stats.workers]:
-                self.stats.workers.append(stats[rank])
+            self._enlist(stats, rank)
             dispatch(rank)
+
+    def _enlist(self, stats: dict[int, WorkerStats], rank: int) -> None:
+        """Count ``rank`` among the computing ranks from now on."""
+        if rank not in stats:
+            stats[rank] = WorkerStats(rank, self.stats.hosts[rank])
+            self.stats.workers.append(stats[rank])
 
     def _root_worker(self, take, payload, local) -> None:
         fn = self._setup()
