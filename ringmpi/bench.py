@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import bench_fib, bench_ring, poll
-from .harness import ArgumentParser, RingmpiError, UsageError, int_arg, launch
+from .harness import ArgumentParser, RingmpiError, UsageError, arg_type, int_arg, launch
 from .ring import parse_size, parse_sweep
 
 PROG = "python -m ringmpi.bench"
@@ -227,13 +227,11 @@ def _choices(allowed: Sequence[str]):
     return parse
 
 
+@arg_type
 def _sizes_arg(text: str) -> list[int]:
-    try:
-        if ":" in text:
-            return parse_sweep(text)
-        return [parse_size(w) for w in text.split(",")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    if ":" in text:
+        return parse_sweep(text)
+    return [parse_size(w) for w in text.split(",")]
 
 
 def build_parser() -> ArgumentParser:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import ctypes
 import json
@@ -24,6 +23,7 @@ from typing import Any
 from . import fib as fibmod
 from . import fibfarm, poll
 from .farm import balance
+from .farm._plan import usable_cpus
 
 #: Approaches in the order they run and are shown.
 APPROACHES = (
@@ -333,16 +333,6 @@ class LocalRunner:
 # --- the approaches on every rank ---------------------------------------------------
 
 
-def _farm_args(approach: str) -> argparse.Namespace:
-    return argparse.Namespace(
-        schedule="static" if approach == "farm-static" else "dynamic",
-        split=SPLIT_DEPTH if approach == "farm-split" else 0,
-        chunksize=None,
-        task_timeout=None,
-        fault_tolerant=False,
-    )
-
-
 def run_mpi_approach(comm, approach: str, tasks: list[int] | None):
     """Run one MPI approach on every rank; collective.
 
@@ -369,7 +359,12 @@ def run_mpi_approach(comm, approach: str, tasks: list[int] | None):
                 out = (results, wall, max(1, comm.Get_size() - 1), cpu)
         return out
     cpu, start = time.process_time(), MPI.Wtime()
-    done = fibfarm.run(comm, tasks if rank == 0 else None, _farm_args(approach))
+    done = fibfarm.run(
+        comm,
+        tasks if rank == 0 else None,
+        schedule="static" if approach == "farm-static" else "dynamic",
+        split=SPLIT_DEPTH if approach == "farm-split" else 0,
+    )
     wall, cpu = MPI.Wtime() - start, time.process_time() - cpu
     if done is None:
         return None
@@ -410,7 +405,7 @@ def run_benchmark(
     """
 
     rank = comm.Get_rank()
-    p = processes or len(os.sched_getaffinity(0))
+    p = processes or len(usable_cpus())
     tasks_by_name = workloads(quick)
     report: dict[str, Any] = {
         "benchmark": "fib",

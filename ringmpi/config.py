@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -14,6 +15,9 @@ POLL_MAX_SLEEP = "RINGMPI_POLL_MAX_SLEEP"
 
 #: Seconds a rank waits for MPI to start before giving up (0: for ever).
 INIT_TIMEOUT = "RINGMPI_INIT_TIMEOUT"
+
+#: The longest start-up wait one may ask for: a week.
+MAX_INIT_TIMEOUT = 7 * 86400.0
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -64,12 +68,25 @@ def ulfm_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def init_timeout(environ: Mapping[str, str] | None = None) -> float:
-    """Return how long a rank may wait for MPI to start (default 60 s)."""
+    """Return how long a rank may wait for MPI to start (default 60 s; 0: for ever).
+
+    Raises:
+        ValueError: The variable is set but is not a number of seconds from 0
+            to a week.
+    """
     value = _env(environ).get(INIT_TIMEOUT, "").strip()
-    try:
-        return float(value) if value else 60.0
-    except ValueError:
+    if not value:
         return 60.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_INIT_TIMEOUT:
+        raise ValueError(
+            f"{INIT_TIMEOUT} must be a number of seconds from 0 (wait for ever) "
+            f"to {MAX_INIT_TIMEOUT:g}, not {value!r}"
+        )
+    return seconds
 
 
 def check(environ: Mapping[str, str] | None = None) -> None:
@@ -80,3 +97,4 @@ def check(environ: Mapping[str, str] | None = None) -> None:
     """
     cores(environ)
     poll_max_sleep(environ)
+    init_timeout(environ)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import re
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 from . import fib as fibmod
 from .farm import Farm, FarmStats
@@ -66,10 +66,6 @@ def _parse_word(word: str) -> list[int]:
     try:
         n = int(word)
     except ValueError:
-        if not word.strip():
-            raise ValueError(
-                "empty task: give positive integers such as 38 or ranges such as 30-35"
-            ) from None
         raise ValueError(
             f"invalid task {word!r}: give positive integers such as 38 or ranges such as 30-35"
         ) from None
@@ -154,22 +150,42 @@ def fib_cost(item: tuple[int, int]) -> float:
     return float(fibmod.calls(item[1]))
 
 
-def run(comm, tasks: Sequence[int] | None, args: argparse.Namespace, progress=None):
-    """Run the farm; collective.
+def run(
+    comm,
+    tasks: Sequence[int] | None,
+    *,
+    schedule: str = "dynamic",
+    split: int = 0,
+    chunksize: int | None = None,
+    task_timeout: float | None = None,
+    fault_tolerant: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[int], FarmStats] | None:
+    """Run the farm of ``fib`` over ``tasks``; collective.
+
+    Args:
+        comm: The communicator.
+        tasks: The n of each task, read on rank 0 only.
+        schedule: ``"dynamic"`` or ``"static"``.
+        split: Unfold each ``fib(n)`` this many levels (see ``fib.split``).
+        chunksize: Tasks per chunk (default: guided by each task's cost).
+        task_timeout: Seconds one task may run.
+        fault_tolerant: Survive lost workers under ULFM.
+        progress: Called on the root as ``progress(done, total)``.
 
     Returns:
         On the root ``(results, stats)`` with one exact int per task, else None.
     """
-    items = subtasks(tasks, args.split) if tasks is not None else None
+    items = subtasks(tasks, split) if tasks is not None else None
     farm = Farm(
         comm,
         fib_of,
-        schedule=args.schedule,
-        chunksize=args.chunksize,
+        schedule=schedule,
+        chunksize=chunksize,
         cost=fib_cost,
-        task_timeout=args.task_timeout,
+        task_timeout=task_timeout,
         progress=progress,
-        fault_tolerant=args.fault_tolerant,
+        fault_tolerant=fault_tolerant,
     )
     values = farm.map(items)
     if values is None or tasks is None or items is None:
@@ -180,19 +196,42 @@ def run(comm, tasks: Sequence[int] | None, args: argparse.Namespace, progress=No
     return results, farm.stats
 
 
-def _progress_bar(total_hint: int):
-    from tqdm import tqdm
+class ProgressBar:
+    """A progress bar on stderr that costs nothing per task.
 
-    bar = tqdm(total=total_hint, desc="fib", unit="task", file=sys.stderr, leave=False)
+    Redraws at most every 0.2 s on a terminal and every 10 s otherwise (a log
+    file, or mpiexec forwarding stderr), so a run of many tiny tasks is not
+    slowed by drawing it. Use it as a context manager: it closes on every path.
+    """
 
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done == total:
-            bar.close()
+    def __init__(self, total: int, file: TextIO | None = None):
+        from tqdm import tqdm
 
-    return update
+        out = sys.stderr if file is None else file
+        tty = out.isatty()
+        self.bar = tqdm(
+            total=total,
+            desc="fib",
+            unit="task",
+            file=out,
+            leave=False,
+            mininterval=0.2 if tty else 10.0,
+            dynamic_ncols=tty,
+        )
+
+    def __call__(self, done: int, total: int) -> None:
+        if total != self.bar.total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
@@ -274,8 +313,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    progress = _progress_bar(len(tasks)) if args.progress and rank == 0 else None
-    outcome = run(comm, tasks if rank == 0 else None, args, progress)
+    with contextlib.ExitStack() as stack:
+        progress = None
+        if args.progress and rank == 0:
+            progress = stack.enter_context(ProgressBar(len(tasks)))
+        outcome = run(
+            comm,
+            tasks if rank == 0 else None,
+            schedule=args.schedule,
+            split=args.split,
+            chunksize=args.chunksize,
+            task_timeout=args.task_timeout,
+            fault_tolerant=args.fault_tolerant,
+            progress=progress,
+        )
     if outcome is None:
         return 0
     results, stats = outcome

@@ -5,27 +5,35 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import math
 import os
 import select
 import socket
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Sequence
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, TypeVar
 
 from . import config
-
-#: Exit status for bad usage (as argparse), for a run past its time limit
-#: (as coreutils' timeout), and for any other failure.
-EXIT_USAGE = 2
-EXIT_TIMEOUT = 124
-EXIT_FAILURE = 1
+from .errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    ConfigError,
+    LauncherMismatch,
+    RingmpiError,
+    UsageError,
+    degraded,
+    format_exception,
+)
 
 # Environment variables through which launchers tell a process the size of
 # its job. If MPI says the world has one rank but one of these says more,
 # the launcher and the MPI library that mpi4py loaded do not belong together.
+T = TypeVar("T")
+
 LAUNCHER_SIZE_VARS = (
     "OMPI_COMM_WORLD_SIZE",  # Open MPI
     "PMI_SIZE",  # MPICH / Hydra, Intel MPI, Slurm PMI-1/2
@@ -38,40 +46,6 @@ LAUNCHER_RANK_VARS = (
     "MV2_COMM_WORLD_RANK",
     "SLURM_PROCID",
 )
-
-
-class RingmpiError(Exception):
-    """An expected failure, reported as one ``error:`` line.
-
-    Attributes:
-        exit_code: The exit status of the job.
-        collective: True when every rank raises the same error (bad usage, a
-            check that all ranks made together), so that rank 0 reports it and
-            every rank simply exits. Otherwise the rank that raised it reports
-            it and aborts the job, since the others may be waiting on it.
-    """
-
-    exit_code = EXIT_FAILURE
-    collective = False
-
-
-class UsageError(RingmpiError):
-    """Bad command-line arguments; raised identically on every rank."""
-
-    exit_code = EXIT_USAGE
-    collective = True
-
-
-class ConfigError(RingmpiError):
-    """A ``RINGMPI_*`` variable holds a bad value; every rank reads the same."""
-
-    collective = True
-
-
-class LauncherMismatch(RingmpiError):
-    """The launcher started N processes but each sees a world of one rank."""
-
-    collective = True
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -98,34 +72,53 @@ class ArgumentParser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
+def arg_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """Return ``parse`` as an argparse ``type``: its ``ValueError`` becomes a
+    usage error with the same message."""
+
+    def checked(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    checked.__name__ = parse.__name__
+    return checked
+
+
 def int_arg(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """Return an argparse ``type``: an integer from ``low`` to ``high``."""
 
-    def parse(text: str) -> int:
+    def integer(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+            raise ValueError(f"invalid integer {text!r}") from None
         if low is not None and high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
+            raise ValueError(f"must be between {low} and {high}, not {value}")
         if low == 0 and value < 0:
-            raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+            raise ValueError(f"must not be negative, not {value}")
         if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+            raise ValueError(f"must be at least {low}, not {value}")
+        if high is not None and value > high:
+            raise ValueError(f"must be at most {high}, not {value}")
         return value
 
-    return parse
+    return arg_type(integer)
 
 
-def positive_float(text: str) -> float:
-    """An argparse ``type``: a number greater than 0."""
+def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        raise ValueError(f"invalid number {text!r}") from None
+    if not 0 < value < math.inf:
+        raise ValueError(f"must be a positive finite number, not {text}")
     return value
+
+
+#: An argparse ``type``: a finite number greater than 0.
+positive_float = arg_type(_positive_float)
 
 
 def _rank() -> int:
@@ -134,7 +127,7 @@ def _rank() -> int:
     return MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
 
 
-def tag(rank: int | None = None) -> str:
+def rank_prefix(rank: int | None = None) -> str:
     """Return the ``[rank@host]`` prefix for per-rank diagnostics."""
     return f"[{_rank() if rank is None else rank}@{socket.gethostname()}]"
 
@@ -182,20 +175,6 @@ def _write_stderr(text: str) -> None:
     sys.stderr.flush()
 
 
-_degraded = False
-
-
-def mark_degraded() -> None:
-    """Note that the job lost a rank and carried on (ULFM fault tolerance).
-
-    ``launch`` then leaves without ``MPI_Finalize``, which can hang after a
-    loss (open-mpi/ompi#11404); under ``mpiexec --with-ft ulfm`` that ends the
-    rank with its own exit status.
-    """
-    global _degraded
-    _degraded = True
-
-
 def _leave_without_finalize(status: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
@@ -207,8 +186,8 @@ def _print_error(message: str) -> None:
 
 
 def _print_traceback(exc: BaseException) -> None:
-    prefix = tag()
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    prefix = rank_prefix()
+    text = format_exception(exc)
     lines = [f"{prefix} {line}" for line in text.rstrip("\n").splitlines()]
     _write_stderr("\n".join(lines))
 
@@ -245,7 +224,7 @@ def start_watchdog(seconds: float, what: str = "the run") -> threading.Timer:
     delay = seconds if rank == 0 else seconds + 2.0 + 0.2 * min(rank, 20)
 
     def fire() -> None:
-        _print_error(f"{tag(rank)} {what} did not finish within {seconds:g} s (--timeout)")
+        _print_error(f"{rank_prefix(rank)} {what} did not finish within {seconds:g} s (--timeout)")
         # If MPI cannot abort (its daemon is gone), leave anyway.
         last_resort = threading.Timer(5.0, os._exit, (EXIT_TIMEOUT,))
         last_resort.daemon = True
@@ -314,13 +293,20 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     Returns:
         The exit status for ``sys.exit``.
     """
-    dismiss = _start_init_watchdog(config.init_timeout())
+    try:
+        init_timeout = config.init_timeout()
+    except ValueError as exc:
+        # MPI has not started: the launcher's rank 0 speaks for every rank.
+        if _launcher_rank(dict(os.environ)) == 0:
+            _print_error(str(exc))
+        return EXIT_USAGE
+    dismiss = _start_init_watchdog(init_timeout)
     from mpi4py import MPI
 
     dismiss()
     comm = MPI.COMM_WORLD
     size = comm.Get_size()
-    logging.basicConfig(format=f"{tag()} %(levelname)s: %(message)s", level=logging.WARNING)
+    logging.basicConfig(format=f"{rank_prefix()} %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         try:
             check_launcher(size)
@@ -333,14 +319,14 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         status = main(argv)
-        if _degraded:
+        if degraded():
             _leave_without_finalize(status)
         return status
     except RingmpiError as exc:
         if exc.collective:
             if comm.Get_rank() == 0:
                 _print_error(str(exc))
-            if _degraded:
+            if degraded():
                 _leave_without_finalize(exc.exit_code)
             return exc.exit_code
         _print_error(str(exc))
@@ -353,14 +339,14 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code and size > 1:
             if not isinstance(exc.code, int) and exc.code is not None:
-                _print_error(f"{tag()} {exc.code}")
+                _print_error(f"{rank_prefix()} {exc.code}")
             _abort(code)
         raise
     except KeyboardInterrupt:
-        _print_error(f"{tag()} interrupted")
+        _print_error(f"{rank_prefix()} interrupted")
         if size > 1:
-            _abort(130)
-        return 130
+            _abort(EXIT_INTERRUPTED)
+        return EXIT_INTERRUPTED
     except BaseException as exc:
         _print_traceback(exc)
         if size > 1:

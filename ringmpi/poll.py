@@ -52,6 +52,20 @@ class Backoff:
         return True
 
 
+def improbe(comm, source: int, tag: int, status=None, backoff: Backoff | None = None):
+    """Probe once for a matching message, pausing first if nothing is there.
+
+    Returns:
+        The matched ``MPI.Message``, or None if none came within one pause.
+    """
+    message = comm.improbe(source, tag, status)
+    if message is None and backoff is not None and backoff.pause():
+        # The first probe after time away from MPI can miss a message that
+        # has already arrived: probe again.
+        message = comm.improbe(source, tag, status)
+    return message
+
+
 def probe(comm, source: int, tag: int, status=None, backoff: Backoff | None = None):
     """Wait for a matching message and return it as an ``MPI.Message``.
 
@@ -66,16 +80,10 @@ def probe(comm, source: int, tag: int, status=None, backoff: Backoff | None = No
         The matched message; call ``.recv()`` on it.
     """
     backoff = backoff or Backoff()
-    while True:
-        message = comm.improbe(source, tag, status)
-        if message is not None:
-            backoff.reset()
-            return message
-        if backoff.pause():
-            message = comm.improbe(source, tag, status)
-            if message is not None:
-                backoff.reset()
-                return message
+    while (message := improbe(comm, source, tag, status, backoff)) is None:
+        pass
+    backoff.reset()
+    return message
 
 
 def recv(comm, source: int, tag: int, status=None, backoff: Backoff | None = None) -> Any:

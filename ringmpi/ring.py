@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import socket
@@ -13,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .harness import ArgumentParser, RingmpiError, UsageError, int_arg, launch
+from .harness import ArgumentParser, RingmpiError, UsageError, arg_type, int_arg, launch
 
 PROG = "python -m ringmpi.ring"
 
@@ -241,13 +240,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "-s",
         "--size",
-        type=_size_arg,
+        type=arg_type(parse_size),
         default=None,
         help="pass a numpy buffer of this many bytes (64, 1K, 4M) instead of the classic message",
     )
     parser.add_argument(
         "--sweep",
-        type=_sweep_arg,
+        type=arg_type(parse_sweep),
         default=None,
         metavar="MIN:MAX",
         help="time every power-of-two size from MIN to MAX (e.g. 1:4M)",
@@ -273,20 +272,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the result")
     return parser
-
-
-def _size_arg(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _sweep_arg(text: str) -> list[int]:
-    try:
-        return parse_sweep(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _format_table(timings: list[Timing], header: list[str], quiet: bool) -> str:

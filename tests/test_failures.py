@@ -149,7 +149,7 @@ USAGE = {
     "fib-split-neg": Case(3, [*FIBFARM, "--split=-1"], 2, "--split: must be between 0 and 30"),
     "fib-split-big": Case(3, [*FIBFARM, "--split", "31"], 2, "--split: must be between"),
     "fib-chunksize-0": Case(3, [*FIBFARM, "--chunksize", "0"], 2, "--chunksize"),
-    "fib-timeout-0": Case(3, [*FIBFARM, "--timeout", "0"], 2, "--timeout: must be positive"),
+    "fib-timeout-0": Case(3, [*FIBFARM, "--timeout", "0"], 2, "--timeout: must be a positive finite number"),
     "fib-task-timeout-abc": Case(3, [*FIBFARM, "--task-timeout", "x"], 2, "invalid number"),
     "fib-ft-static": Case(
         3, [*FIBFARM, "--fault-tolerant", "--schedule", "static"], 2, "needs the dynamic"
@@ -158,13 +158,23 @@ USAGE = {
     "fib-cores-env": Case(
         3,
         [*FIBFARM, "20"],
-        1,
+        2,
         "RINGMPI_CORES must be a positive integer",
         env={"RINGMPI_CORES": "abc"},
     ),
     "ring-poll-env": Case(
-        2, RING, 1, "RINGMPI_POLL_MAX_SLEEP must be a number", env={"RINGMPI_POLL_MAX_SLEEP": "x"}
+        2, RING, 2, "RINGMPI_POLL_MAX_SLEEP must be a number", env={"RINGMPI_POLL_MAX_SLEEP": "x"}
     ),
+    **{
+        f"init-timeout-env-{name}": Case(
+            3,
+            RING,
+            2,
+            "RINGMPI_INIT_TIMEOUT must be a number of seconds",
+            env={"RINGMPI_INIT_TIMEOUT": value},
+        )
+        for name, value in (("abc", "abc"), ("inf", "inf"), ("nan", "nan"), ("huge", "1e30"))
+    },
 }
 
 RUNTIME = {

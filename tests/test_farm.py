@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from ringmpi import fib
 from ringmpi.farm import balance, call, describe_error, make_chunks, plan_workers
-from ringmpi.fibfarm import parse_tasks, subtasks
+from ringmpi.fibfarm import ProgressBar, parse_tasks, subtasks
 
 
 def test_fib_matches_exact():
@@ -153,3 +155,20 @@ def test_describe_error_names_task_rank_host():
         error = describe_error(exc, 4, (1, "x"), 3, "node7")
     assert str(error) == "task 4 ((1, 'x')) failed on rank 3@node7: KeyError: 'boom'"
     assert "raise KeyError" in error.remote_traceback
+
+
+def test_progress_bar_closes_when_the_run_fails():
+    out = io.StringIO()
+    with pytest.raises(RuntimeError), ProgressBar(10, file=out) as bar:
+        bar(3, 10)
+        raise RuntimeError("the run failed")
+    assert bar.bar.disable  # tqdm's sign of a closed bar
+
+
+def test_progress_bar_redraws_rarely_off_a_terminal():
+    out = io.StringIO()
+    with ProgressBar(50_000, file=out) as bar:
+        for done in range(1, 50_001):
+            bar(done, 50_000)
+    # One line at the start and at most one per 10 s, not one per task.
+    assert out.getvalue().count("\r") < 10

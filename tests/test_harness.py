@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -15,8 +18,10 @@ from ringmpi.harness import (
     RingmpiError,
     UsageError,
     check_launcher,
+    int_arg,
     launch,
-    tag,
+    positive_float,
+    rank_prefix,
 )
 
 HOST = socket.gethostname()
@@ -70,9 +75,9 @@ def test_check_launcher_reads_os_environ(monkeypatch):
         check_launcher(1)
 
 
-def test_tag():
-    assert tag() == f"[0@{HOST}]"
-    assert tag(5) == f"[5@{HOST}]"
+def test_rank_prefix():
+    assert rank_prefix() == f"[0@{HOST}]"
+    assert rank_prefix(5) == f"[5@{HOST}]"
 
 
 def test_argument_parser_raises_usage_error(capsys):
@@ -186,3 +191,35 @@ def test_launch_does_not_abort_a_one_rank_world(monkeypatch):
 
     monkeypatch.setattr(harness, "_abort", abort)
     assert launch(_raising(RuntimeError("x"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "message"),
+    [
+        (int_arg(high=5), "6", "must be at most 5, not 6"),
+        (int_arg(1), "0", "must be at least 1, not 0"),
+        (int_arg(0, 3), "4", "must be between 0 and 3, not 4"),
+        (int_arg(), "x", "invalid integer 'x'"),
+        (positive_float, "inf", "must be a positive finite number"),
+        (positive_float, "nan", "must be a positive finite number"),
+        (positive_float, "-1", "must be a positive finite number"),
+    ],
+)
+def test_argument_types_refuse(parse, text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        parse(text)
+
+
+@pytest.mark.parametrize("value", ["abc", "inf", "nan", "-1", "1e30"])
+def test_launch_refuses_a_bad_init_timeout_in_one_line(monkeypatch, capsys, value):
+    monkeypatch.setenv("RINGMPI_INIT_TIMEOUT", value)
+    assert launch(lambda argv: 0, []) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "RINGMPI_INIT_TIMEOUT must be" in err
+    assert "Traceback" not in err
+
+
+def test_the_farm_does_not_import_the_harness():
+    code = "import sys, ringmpi.farm; print('ringmpi.harness' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

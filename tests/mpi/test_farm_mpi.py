@@ -7,7 +7,14 @@ import os
 import pytest
 
 from ringmpi import fib
-from ringmpi.farm import Farm, FarmError, TaskError, farm_imap_unordered, farm_map
+from ringmpi.farm import (
+    Farm,
+    FarmError,
+    RemoteTraceback,
+    TaskError,
+    farm_imap_unordered,
+    farm_map,
+)
 
 pytestmark = pytest.mark.mpi
 
@@ -153,12 +160,10 @@ def test_unpicklable_result_is_a_task_error(comm, collectively):
     with collectively:
         results = farm_map(comm, unpicklable_on_one, range(4), errors="collect", chunksize=1)
         if comm.Get_rank() == 0:
-            if comm.Get_size() == 1:
-                # Nothing is pickled when the root computes every task itself.
-                assert callable(results[1])
-            else:
-                assert [results[i] for i in (0, 2, 3)] == [0, 2, 3]
-                assert isinstance(results[1], TaskError) or callable(results[1])
+            # The same at every size, also where the root computes the task.
+            assert [results[i] for i in (0, 2, 3)] == [0, 2, 3]
+            assert isinstance(results[1], TaskError)
+            assert "could not be pickled" in str(results[1])
 
 
 def test_more_workers_than_tasks(comm, collectively):
@@ -211,3 +216,50 @@ def test_farm_leaves_the_callers_messages_alone(comm, collectively):
         farm_map(comm, square, range(10))
         assert comm.recv(source=(rank - 1) % size, tag=102) == "mine"
         request.wait()
+
+
+def raises_key_error(x):
+    if x == 2:
+        raise KeyError("missing")
+    return x
+
+
+def interrupts_on_one(x):
+    if x == 1:
+        raise KeyboardInterrupt
+    return 10 * x
+
+
+def test_remote_exception_type_is_catchable(comm, collectively):
+    with collectively:
+        if comm.Get_rank() == 0:
+            with pytest.raises(KeyError) as info:
+                farm_map(comm, raises_key_error, range(4), chunksize=1)
+            assert isinstance(info.value, FarmError)
+            original = info.value.__cause__
+            assert isinstance(original, KeyError) and original.args == ("missing",)
+            assert isinstance(original.__cause__, RemoteTraceback)
+            assert "raises_key_error" in str(original.__cause__)
+            assert info.value.errors[0].exception is original
+        else:
+            farm_map(comm, raises_key_error, None)
+
+
+@pytest.mark.parametrize("errors", ["raise", "collect"])
+def test_base_exception_in_a_task_fails_that_task(comm, collectively, errors):
+    # At -n 1 and -n 2 the root's own thread runs tasks: a KeyboardInterrupt
+    # there must not kill the thread and lose its chunk.
+    with collectively:
+        tasks = range(8) if comm.Get_rank() == 0 else None
+        if errors == "raise":
+            if comm.Get_rank() == 0:
+                with pytest.raises(FarmError, match=r"task 1 \(1\) failed .*KeyboardInterrupt"):
+                    farm_map(comm, interrupts_on_one, tasks, chunksize=1)
+            else:
+                farm_map(comm, interrupts_on_one, tasks, chunksize=1)
+            return
+        results = farm_map(comm, interrupts_on_one, tasks, chunksize=1, errors="collect")
+        if comm.Get_rank() == 0:
+            assert isinstance(results[1], TaskError)
+            assert "KeyboardInterrupt" in str(results[1])
+            assert [results[i] for i in (0, *range(2, 8))] == [10 * i for i in (0, *range(2, 8))]

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from ringmpi.harness import RingmpiError, UsageError, check_launcher, launch, tag
+from ringmpi.harness import RingmpiError, UsageError, check_launcher, launch, rank_prefix
 from ringmpi.ring import main
 
 pytestmark = pytest.mark.mpi
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.mpi
 
 def test_tag_names_the_world_rank(world, collectively):
     with collectively:
-        assert tag() == f"[{world.Get_rank()}@{socket.gethostname()}]"
+        assert rank_prefix() == f"[{world.Get_rank()}@{socket.gethostname()}]"
 
 
 def test_launch_returns_the_status_on_every_rank(world, collectively):

@@ -1,0 +1,267 @@
+"""The farm itself: options, the private communicator, and choosing a role."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from .. import config, poll
+from ..errors import RingmpiError, mark_degraded
+from . import _ft
+from ._outcome import (
+    Errors,
+    FarmError,
+    FarmStartError,
+    FarmStats,
+    Outcome,
+    Schedule,
+    WorkerStats,
+)
+from ._plan import balance, make_chunks, node_cores, plan_workers
+from ._root import Dispatcher, run_static
+from ._worker import Setup, serve_dynamic, serve_static
+
+log = logging.getLogger("ringmpi.farm")
+
+
+class Farm:
+    """A task farm over a communicator; every rank creates it and calls ``map``.
+
+    Args:
+        comm: The communicator; any intracommunicator, size 1 included.
+        fn: The function applied to each task; must be picklable (it is sent
+            to the workers from the root, so other ranks may pass None).
+        root: The rank that hands out tasks and gets the results.
+        schedule: ``"dynamic"`` (workers pull chunks) or ``"static"``
+            (balanced chunks scattered up front, results gathered).
+        chunksize: Tasks per chunk (default: guided by ``cost``, else as
+            ``multiprocessing.Pool.map``).
+        cost: Relative cost of a task, ``cost(task) -> float``; largest first.
+        initializer: Called as ``initializer(*initargs)`` on each computing
+            rank before its first task.
+        initargs: Arguments for ``initializer``.
+        errors: ``"raise"`` stops the farm at the first failed task and raises
+            ``FarmError`` on the root; ``"collect"`` finishes the other tasks
+            and puts a ``TaskError`` in the failed task's place.
+        cores: Cores per node (default ``RINGMPI_CORES`` or detected).
+        task_timeout: Seconds one task may run before ``FarmTimeout``.
+        progress: Called on the root as ``progress(done, total)``.
+        fault_tolerant: When the job runs with ULFM (``mpiexec --with-ft
+            ulfm``), survive lost workers: their tasks go to the others, and
+            ranks with no free core wait as spares. Without ULFM, a lost
+            worker ends the job (a warning says so).
+    """
+
+    def __init__(
+        self,
+        comm,
+        fn: Callable[[Any], Any] | None,
+        *,
+        root: int = 0,
+        schedule: str = "dynamic",
+        chunksize: int | None = None,
+        cost: Callable[[Any], float] | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Sequence[Any] = (),
+        errors: str = "raise",
+        cores: int | None = None,
+        task_timeout: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        fault_tolerant: bool = False,
+    ):
+        try:
+            self.errors = Errors(errors)
+        except ValueError:
+            raise ValueError(f"errors must be 'raise' or 'collect', not {errors!r}") from None
+        self.schedule = Schedule(schedule)
+        if fault_tolerant and self.schedule is not Schedule.DYNAMIC:
+            raise ValueError("fault tolerance needs the dynamic schedule")
+        if chunksize is not None and chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+        self.comm = comm
+        self.fn = fn
+        self.root = root
+        self.chunksize = chunksize
+        self.cost = cost
+        self.initializer = initializer
+        self.initargs = tuple(initargs)
+        self.cores = cores
+        self.task_timeout = task_timeout
+        self.progress = progress
+        self.fault_tolerant = fault_tolerant
+        self.stats = FarmStats()
+        self.host = socket.gethostname()
+
+    # -- public ---------------------------------------------------------------
+
+    def map(self, tasks: Iterable[Any] | None) -> list[Any] | None:
+        """Apply ``fn`` to every task; collective over ``comm``.
+
+        Args:
+            tasks: The tasks, read on the root only (others may pass None).
+
+        Returns:
+            On the root, the results in input order; None on other ranks.
+
+        Raises:
+            FarmError: On the root, when a task failed and ``errors="raise"``.
+            FarmTimeout: On the root, when a task ran past ``task_timeout``.
+        """
+        task_list = self._task_list(tasks)
+        results: list[Any] = [None] * len(task_list)
+        for index, value in self._run(task_list):
+            results[index] = value
+        return results if self._is_root else None
+
+    def imap_unordered(self, tasks: Iterable[Any] | None) -> Iterator[tuple[int, Any]]:
+        """Yield ``(index, result)`` on the root as tasks complete; collective.
+
+        Other ranks serve tasks and yield nothing.
+        """
+        yield from self._run(self._task_list(tasks))
+
+    # -- one run --------------------------------------------------------------
+
+    @property
+    def _is_root(self) -> bool:
+        return self.comm.Get_rank() == self.root
+
+    def _task_list(self, tasks: Iterable[Any] | None) -> list[Any]:
+        return list(tasks) if self._is_root and tasks is not None else []
+
+    def _run(self, tasks: list[Any]) -> Iterator[tuple[int, Any]]:
+        from mpi4py import MPI
+
+        start = time.perf_counter()
+        # A private communicator keeps the farm's messages apart from the
+        # caller's, and lets fault tolerance change only its error handler.
+        comm = self.comm.Dup()
+        ft = self.fault_tolerant and config.ulfm_enabled()
+        if ft:
+            comm.Set_errhandler(MPI.ERRORS_RETURN)
+        try:
+            layout = self._gather_layout(comm, ft)
+            if self._is_root:
+                yield from self._root(comm, tasks, layout, ft, start)
+            else:
+                self._serve(comm, ft)
+        finally:
+            if not self.stats.lost:
+                comm.Free()
+
+    def _gather_layout(self, comm, ft: bool) -> list[tuple[str, int]] | None:
+        """Gather each rank's host and node cores on the root."""
+        from mpi4py import MPI
+
+        try:
+            return comm.gather((self.host, node_cores(comm)), root=self.root)
+        except MPI.Exception as exc:
+            if not ft:
+                raise
+            # Tolerance starts once every rank is known to be in the farm.
+            mark_degraded()
+            raise FarmStartError(
+                f"a rank was lost while the farm started ({exc.Get_error_string()}); "
+                "fault tolerance covers losses after start-up"
+            ) from None
+
+    def _serve(self, comm, ft: bool) -> None:
+        if self.schedule is Schedule.STATIC:
+            serve_static(comm, self.root)
+        else:
+            serve_dynamic(comm, self.root)
+        # Ranks that are done wait longer between polls: nothing is urgent.
+        _end(comm, ft, failed=False, backoff=poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
+
+    def _root(self, comm, tasks, layout, ft: bool, start: float) -> Iterator[tuple[int, Any]]:
+        hosts = [host for host, _ in layout]
+        try:
+            override = self.cores or config.cores()
+        except ValueError as exc:
+            raise RingmpiError(str(exc)) from None
+        cores = [override or node for _, node in layout]
+        active, idle, root_computes = plan_workers(hosts, cores, self.root)
+        root_computes = root_computes or not active
+        if self.fault_tolerant and not ft:
+            log.warning(
+                "fault tolerance is not active (launch with 'mpiexec --with-ft ulfm'): "
+                "a lost worker will end the job"
+            )
+        costs = [float(self.cost(t)) for t in tasks] if self.cost else None
+        stats = self.stats = FarmStats(idle_ranks=idle, root_computes=root_computes, hosts=hosts)
+        stats.workers = [WorkerStats(r, hosts[r]) for r in active]
+        if root_computes:
+            stats.workers.insert(0, WorkerStats(self.root, self.host))
+        if not callable(self.fn):
+            raise TypeError(f"the farm's function must be callable on the root, not {self.fn!r}")
+        setup: Setup = (self.fn, self.initializer, self.initargs)
+        computing = ([self.root] if root_computes else []) + active
+        try:
+            if self.schedule is Schedule.STATIC:
+                shares = dict(zip(computing, balance(len(tasks), len(computing), costs)))
+                stats.chunks = len(shares)
+                yield from self._emit(
+                    run_static(comm, self.root, self.host, tasks, shares, setup, stats), tasks
+                )
+            else:
+                chunks = make_chunks(len(tasks), len(computing), self.chunksize, costs)
+                stats.chunks = len(chunks)
+                dispatcher = Dispatcher(
+                    comm, self.root, self.host, tasks, chunks, setup, stats,
+                    ft=ft, stop_on_error=self.errors is Errors.RAISE,
+                    task_timeout=self.task_timeout,
+                )  # fmt: skip
+                dispatcher.start(active, idle, root_computes)
+                yield from self._emit(dispatcher.outcomes(), tasks)
+                dispatcher.drain()
+        finally:
+            stats.elapsed = time.perf_counter() - start
+        _end(comm, ft, failed=bool(stats.lost))
+        if stats.errors and self.errors is Errors.RAISE:
+            raise FarmError.of(stats.errors)
+
+    def _emit(self, batches: Iterable[list[Outcome]], tasks: list[Any]):
+        """Yield ``(index, value)`` per outcome; record errors, and yield them
+        in place of the value when they are collected."""
+        done = 0
+        for outcomes in batches:
+            for index, value, error in outcomes:
+                if error is None:
+                    yield index, value
+                    continue
+                self.stats.errors.append(error)
+                if self.errors is Errors.COLLECT:
+                    yield index, error
+            done += len(outcomes)
+            if self.progress is not None:
+                self.progress(done, len(tasks))
+
+
+def _end(comm, ft: bool, failed: bool, backoff: poll.Backoff | None = None) -> None:
+    """Leave the farm together.
+
+    Fault tolerant, the root holds every live worker until the end and then
+    releases it, so no barrier (which a lost rank would fail) is needed; the
+    survivors agree instead on whether a rank was lost.
+    """
+    if ft:
+        _ft.agree_on_failures(comm, failed)
+    else:
+        poll.barrier(comm, backoff)
+
+
+def farm_map(comm, fn: Callable[[Any], Any] | None, tasks: Iterable[Any] | None, **options):
+    """Apply ``fn`` to each task over ``comm``; collective. See :class:`Farm`.
+
+    Returns:
+        On the root, the results in input order; None on other ranks.
+    """
+    return Farm(comm, fn, **options).map(tasks)
+
+
+def farm_imap_unordered(comm, fn, tasks, **options) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, result)`` on the root as tasks complete; collective."""
+    return Farm(comm, fn, **options).imap_unordered(tasks)

@@ -1,0 +1,238 @@
+"""What a farm hands back: tags and modes, task errors, farm errors and stats."""
+
+from __future__ import annotations
+
+import enum
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import RingmpiError, format_exception
+
+#: One task's outcome as it travels: ``(index, value, error)``.
+Outcome = tuple[int, Any, "TaskError | None"]
+
+
+class Tag(enum.IntEnum):
+    """Message tags of the farm protocol."""
+
+    SETUP = 101
+    TASK = 102
+    RESULT = 103
+
+
+class Schedule(str, enum.Enum):
+    """How tasks reach the workers."""
+
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+
+
+class Errors(str, enum.Enum):
+    """What the farm does when a task fails."""
+
+    RAISE = "raise"
+    COLLECT = "collect"
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised on another rank, as text."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class TaskError(Exception):
+    """A task raised on a worker; carries the remote traceback.
+
+    Attributes:
+        index: Position of the task in the input.
+        task: ``repr`` of the task.
+        rank: The rank that ran it.
+        host: The host that rank ran on.
+        summary: ``Type: message`` of the exception.
+        remote_traceback: The traceback text from the worker.
+        exception: The original exception when it could be pickled (else
+            None), with the remote traceback as its ``__cause__``.
+    """
+
+    def __init__(self, index: int, task: str, rank: int, host: str, summary: str, remote_tb: str):
+        super().__init__(index, task, rank, host, summary, remote_tb)
+        self.index = index
+        self.task = task
+        self.rank = rank
+        self.host = host
+        self.summary = summary
+        self.remote_traceback = remote_tb
+        self.exception: BaseException | None = None
+
+    def __setstate__(self, state: dict[str, Any] | None) -> None:
+        self.__dict__.update(state or {})
+        if self.exception is not None and self.exception.__cause__ is None:
+            self.exception.__cause__ = RemoteTraceback(self.remote_traceback)
+
+    def __str__(self) -> str:
+        where = f"rank {self.rank}@{self.host}"
+        return f"task {self.index} ({self.task}) failed on {where}: {self.summary}"
+
+
+class FarmError(RingmpiError):
+    """A task failed and the farm stopped; raised on the root.
+
+    The error raised is also an instance of the failed task's exception type
+    when that type allows it, so ``except KeyError`` catches a task's
+    ``KeyError``; the original exception is its ``__cause__``.
+
+    Attributes:
+        errors: The task errors that arrived before the farm stopped.
+    """
+
+    def __init__(self, errors: list[TaskError]):
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        self.message = f"{first}{more}"
+        super().__init__(self.message)
+        self.errors = errors
+
+    def __str__(self) -> str:
+        return self.message
+
+    @classmethod
+    def of(cls, errors: list[TaskError]) -> FarmError:
+        """Return the ``FarmError`` to raise for ``errors``, typed as the first."""
+        original = errors[0].exception
+        kind: type[FarmError] = cls
+        if isinstance(original, Exception) and not isinstance(original, RingmpiError):
+            kind = _typed(cls, type(original))
+        error = kind(errors)
+        error.__cause__ = original
+        return error
+
+
+_TYPED: dict[tuple[type, type], type] = {}
+
+
+def _typed(base: type[FarmError], other: type[Exception]) -> type[FarmError]:
+    """A subclass of both ``base`` and ``other``, or ``base`` if none can be."""
+    key = (base, other)
+    if key not in _TYPED:
+        try:
+            _TYPED[key] = type(f"{base.__name__}[{other.__name__}]", (base, other), {})
+        except TypeError:  # incompatible layouts (e.g. OSError)
+            _TYPED[key] = base
+    return _TYPED[key]
+
+
+class FarmStartError(RingmpiError):
+    """A rank was lost before the farm began; raised on every survivor."""
+
+    collective = True
+
+
+class FarmTimeout(RingmpiError):
+    """A task ran past its time limit; raised on the root.
+
+    The worker running it cannot be interrupted: the caller should end the
+    job (``launch`` aborts it).
+    """
+
+
+@dataclass
+class WorkerStats:
+    """What one rank did in the farm; ``busy`` is in seconds."""
+
+    rank: int
+    host: str
+    tasks: int = 0
+    busy: float = 0.0
+
+
+@dataclass
+class LostWorker:
+    """A worker that died during a fault-tolerant run, and what it had."""
+
+    rank: int
+    host: str
+    requeued: list[int]
+
+
+@dataclass
+class FarmStats:
+    """What the farm did, known on the root after the run."""
+
+    elapsed: float = 0.0
+    workers: list[WorkerStats] = field(default_factory=list)
+    idle_ranks: list[int] = field(default_factory=list)
+    root_computes: bool = False
+    chunks: int = 0
+    errors: list[TaskError] = field(default_factory=list)
+    lost: list[LostWorker] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+
+    def worker(self, rank: int) -> WorkerStats:
+        """Return the stats of ``rank``, counting it as computing from now on."""
+        for stats in self.workers:
+            if stats.rank == rank:
+                return stats
+        stats = WorkerStats(rank, self.hosts[rank] if self.hosts else "?")
+        self.workers.append(stats)
+        return stats
+
+
+def call(fn: Callable[[Any], Any], task: Any) -> tuple[Any, BaseException | None]:
+    """Run ``fn(task)`` and return ``(result, None)`` or ``(None, exc)``.
+
+    Any exception fails the task, ``sys.exit`` and ``KeyboardInterrupt``
+    included: a worker that left the farm, or a root thread that died, would
+    leave results missing.
+    """
+    try:
+        return fn(task), None
+    except BaseException as exc:
+        return None, exc
+
+
+def describe_error(
+    exc: BaseException, index: int, task: Any, rank: int, host: str, tb: str | None = None
+) -> TaskError:
+    """Wrap an exception from a task as a picklable ``TaskError``."""
+    if tb is None:
+        tb = format_exception(exc)
+    summary = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    error = TaskError(index, short_repr(task), rank, host, summary, tb)
+    if _pickles(exc):
+        error.exception = exc
+        if exc.__cause__ is None:  # as it will be after travelling
+            exc.__cause__ = RemoteTraceback(tb)
+    return error
+
+
+def _pickles(obj: Any) -> bool:
+    try:
+        pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        return False
+    return True
+
+
+def short_repr(obj: Any, limit: int = 80) -> str:
+    """Return ``repr(obj)``, cut to ``limit`` characters."""
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def sendable(outcome: Outcome, rank: int, host: str) -> Outcome:
+    """Return ``outcome``, or a ``TaskError`` in its place if it cannot be pickled."""
+    index, value, error = outcome
+    try:
+        pickle.dumps((value, error), protocol=pickle.HIGHEST_PROTOCOL)
+        return outcome
+    except Exception as exc:
+        what = "result" if error is None else "error"
+        summary = f"the {what} could not be pickled: {type(exc).__name__}: {exc}"
+        return (index, None, TaskError(index, "?", rank, host, summary, ""))

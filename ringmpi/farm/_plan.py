@@ -1,0 +1,133 @@
+"""Planning a farm: which ranks compute, and how tasks are cut into chunks.
+
+Pure functions, apart from :func:`node_cores`, which asks the node's ranks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+
+def usable_cpus() -> set[int]:
+    """Return the CPUs this process may run on (all of them where unknown)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
+def make_chunks(
+    n: int,
+    workers: int,
+    chunksize: int | None = None,
+    costs: Sequence[float] | None = None,
+) -> list[list[int]]:
+    """Split task indices ``0..n-1`` into chunks to hand out.
+
+    With ``costs``, tasks go largest first and chunk sizes shrink as the work
+    left shrinks (guided scheduling), so the last chunks are small and the
+    workers finish together. Without, chunks hold ``chunksize`` tasks, by
+    default ``ceil(n / (4 * workers))`` as ``multiprocessing.Pool.map``.
+
+    Args:
+        n: Number of tasks.
+        workers: Number of ranks computing.
+        chunksize: Tasks per chunk; overrides the cost-guided sizes.
+        costs: Relative cost of each task.
+
+    Returns:
+        Chunks of task indices, in the order to hand them out.
+    """
+    workers = max(1, workers)
+    order = list(range(n))
+    if costs is not None:
+        order.sort(key=lambda i: -costs[i])
+    if chunksize is None and costs is None:
+        chunksize = max(1, math.ceil(n / (4 * workers)))
+    if chunksize is not None:
+        return [order[i : i + chunksize] for i in range(0, n, chunksize)]
+    assert costs is not None
+    total = float(sum(costs[i] for i in order))
+    floor = total / (64 * workers)
+    remaining = total
+    chunks: list[list[int]] = []
+    chunk: list[int] = []
+    chunk_cost = 0.0
+    target = max(remaining / (3 * workers), floor)
+    for i in order:
+        chunk.append(i)
+        chunk_cost += costs[i]
+        if chunk_cost >= target:
+            chunks.append(chunk)
+            remaining -= chunk_cost
+            chunk, chunk_cost = [], 0.0
+            target = max(remaining / (3 * workers), floor)
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def balance(n: int, bins: int, costs: Sequence[float] | None = None) -> list[list[int]]:
+    """Split task indices into ``bins`` lists of about equal cost (for static).
+
+    Largest task first into the least loaded bin; without costs, round robin.
+    """
+    bins = max(1, bins)
+    if costs is None:
+        return [list(range(b, n, bins)) for b in range(bins)]
+    loads = [0.0] * bins
+    out: list[list[int]] = [[] for _ in range(bins)]
+    for i in sorted(range(n), key=lambda i: -costs[i]):
+        b = min(range(bins), key=loads.__getitem__)
+        out[b].append(i)
+        loads[b] += costs[i]
+    return out
+
+
+def plan_workers(
+    hosts: Sequence[str], cores: Sequence[int], root: int
+) -> tuple[list[int], list[int], bool]:
+    """Choose which ranks compute, given each rank's host and that host's cores.
+
+    On each host at most as many ranks compute as the host has cores. The
+    root only hands out tasks and sleeps while it waits, so it takes no core,
+    unless its host has a core that no worker uses: then it computes too.
+
+    Args:
+        hosts: Host name of each rank.
+        cores: Cores of each rank's host.
+        root: The root rank.
+
+    Returns:
+        ``(active, idle, root_computes)``: worker ranks that compute, worker
+        ranks that stay idle, and whether the root computes.
+    """
+    per_host: dict[str, list[int]] = {}
+    for rank, host in enumerate(hosts):
+        if rank != root:
+            per_host.setdefault(host, []).append(rank)
+    active: list[int] = []
+    idle: list[int] = []
+    for ranks in per_host.values():
+        slots = cores[ranks[0]]
+        active += ranks[:slots]
+        idle += ranks[slots:]
+    root_computes = len(per_host.get(hosts[root], [])) < cores[root]
+    # Interleave hosts so that the first chunks spread over the nodes.
+    active.sort(key=lambda r: (per_host[hosts[r]].index(r), r))
+    return active, sorted(idle), root_computes
+
+
+def node_cores(comm) -> int:
+    """Cores of this rank's node: the union of its ranks' CPU affinities."""
+    from mpi4py import MPI
+
+    mine = usable_cpus()
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        cpus = set().union(*node.allgather(mine))
+    finally:
+        node.Free()
+    return max(1, len(cpus))

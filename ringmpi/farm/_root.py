@@ -1,0 +1,283 @@
+"""The root's side of the farm: hand out chunks, take in outcomes.
+
+The dynamic schedule is a :class:`Dispatcher` that owns the chunks still to
+hand out, the work in flight on each rank, the parked and spare ranks, and
+the sends not yet complete; the static schedule is :func:`run_static`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .. import poll
+from . import _ft
+from ._outcome import FarmStats, FarmTimeout, LostWorker, Outcome, Tag, sendable, short_repr
+from ._worker import Setup, prepare, run_chunk
+
+log = logging.getLogger("ringmpi.farm")
+
+
+class Dispatcher:
+    """The root of the dynamic schedule: workers pull chunks as they finish.
+
+    Args:
+        comm: The farm's private communicator.
+        root: This rank.
+        host: This rank's host.
+        tasks: All tasks, by index.
+        chunks: Chunks of task indices, in the order to hand them out.
+        setup: ``(fn, initializer, initargs)`` for the workers.
+        stats: Filled in as outcomes arrive.
+        ft: Whether lost workers are survived (ULFM on).
+        stop_on_error: Stop handing out work at the first failed task.
+        task_timeout: Seconds a task may run before ``FarmTimeout``.
+    """
+
+    def __init__(
+        self,
+        comm,
+        root: int,
+        host: str,
+        tasks: Sequence[Any],
+        chunks: list[list[int]],
+        setup: Setup,
+        stats: FarmStats,
+        *,
+        ft: bool,
+        stop_on_error: bool,
+        task_timeout: float | None,
+    ):
+        self.comm, self.root, self.host = comm, root, host
+        self.tasks = tasks
+        self.chunks = deque(chunks)
+        self.setup = setup
+        self.stats = stats
+        self.ft = ft
+        self.stop_on_error = stop_on_error
+        self.task_timeout = task_timeout
+        self.failed = False
+        #: rank -> (task indices, when they were sent)
+        self.in_flight: dict[int, tuple[list[int], float]] = {}
+        #: fault tolerant: live workers with nothing to do yet
+        self.parked: list[int] = []
+        #: fault tolerant: ranks with no free core, waiting to replace a lost one
+        self.spares: list[int] = []
+        self.requests: list[Any] = []
+        self.lock = threading.Lock()
+        self.local: queue.SimpleQueue = queue.SimpleQueue()
+        self.helper: threading.Thread | None = None
+        self.helper_error: BaseException | None = None
+        self.backoff = poll.Backoff()
+
+    # -- handing out ------------------------------------------------------------
+
+    def start(self, active: Sequence[int], idle: Sequence[int], root_computes: bool) -> None:
+        """Send the set-up and a first chunk to each worker; release the idle."""
+        comm = self.comm
+        # Without fault tolerance, ranks with no free core are released now;
+        # with it, they wait as spares to replace a worker that is lost.
+        self.spares = list(idle) if self.ft else []
+        for rank in idle:
+            setup = self.setup if self.ft else None
+            self.requests.append(comm.isend(setup, dest=rank, tag=Tag.SETUP))
+        for rank in active:
+            self.requests.append(comm.isend(self.setup, dest=rank, tag=Tag.SETUP))
+            self.dispatch(rank)
+        if root_computes:
+            self.helper = threading.Thread(target=self._compute_here, daemon=True)
+            self.helper.start()
+
+    def take(self) -> list[int] | None:
+        """Return the next chunk to hand out, or None when there is none."""
+        with self.lock:
+            return self.chunks.popleft() if self.chunks and not self.failed else None
+
+    def payload(self, indices: list[int]) -> list[tuple[int, Any]]:
+        return [(i, self.tasks[i]) for i in indices]
+
+    def dispatch(self, rank: int) -> None:
+        """Give ``rank`` its next chunk, or park or release it."""
+        indices = self.take()
+        if indices is not None:
+            self.in_flight[rank] = (indices, time.perf_counter())
+            self.requests.append(self.comm.isend(self.payload(indices), rank, Tag.TASK))
+        elif self.ft:
+            self.parked.append(rank)
+        else:
+            self.requests.append(self.comm.isend(None, rank, Tag.TASK))
+
+    def _compute_here(self) -> None:
+        """The root's helper thread: compute chunks on the root's spare core."""
+        try:
+            fn = prepare(self.setup)
+            while (indices := self.take()) is not None:
+                outcomes, busy = run_chunk(fn, self.payload(indices), self.root, self.host)
+                self.local.put(([sendable(o, self.root, self.host) for o in outcomes], busy))
+        except BaseException as exc:  # never lose a chunk silently
+            self.helper_error = exc
+
+    def _helping(self) -> bool:
+        return self.helper is not None and self.helper.is_alive()
+
+    # -- taking in --------------------------------------------------------------
+
+    def outcomes(self) -> Iterator[list[Outcome]]:
+        """Yield each chunk's outcomes as it arrives, until all are in."""
+        while self._pending():
+            if self.chunks and not self.failed and not self._workers_left():
+                # Every worker is lost: the root finishes the work itself.
+                indices = self.chunks.popleft()
+                self.local.put(
+                    run_chunk(prepare(self.setup), self.payload(indices), self.root, self.host)
+                )
+                self.stats.worker(self.root)
+            arrived = self._receive()
+            if self.helper_error is not None:
+                raise RuntimeError("the root's compute thread failed") from self.helper_error
+            if not arrived:
+                self.check_deadlines()
+                continue
+            self.backoff.reset()
+            for outcomes in arrived:
+                if self.stop_on_error and any(error for _, _, error in outcomes):
+                    self.failed = True
+                yield outcomes
+
+    def _pending(self) -> bool:
+        return bool(
+            self.in_flight
+            or self._helping()
+            or not self.local.empty()
+            or (self.chunks and not self.failed)
+        )
+
+    def _workers_left(self) -> bool:
+        return bool(self.in_flight or self.parked or self.spares or self._helping())
+
+    def _receive(self) -> list[list[Outcome]]:
+        """Take in what has arrived from the workers and the root's thread."""
+        from mpi4py import MPI
+
+        arrived = []
+        status = MPI.Status()
+        try:
+            message = poll.improbe(self.comm, MPI.ANY_SOURCE, Tag.RESULT, status, self.backoff)
+            if message is not None:
+                rank = status.Get_source()
+                outcomes, busy = message.recv()
+                self.on_result(rank, outcomes, busy)
+                arrived.append(outcomes)
+        except MPI.Exception as exc:
+            if not (self.ft and _ft.is_loss(exc)):
+                raise
+            self.recover()
+        while not self.local.empty():
+            outcomes, busy = self.local.get()
+            self._count(self.root, outcomes, busy)
+            arrived.append(outcomes)
+        return arrived
+
+    def on_result(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
+        """Note ``rank``'s finished chunk and hand it the next one."""
+        self.in_flight.pop(rank)
+        self.dispatch(rank)
+        self._count(rank, outcomes, busy)
+
+    def _count(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
+        worker = self.stats.worker(rank)
+        worker.tasks += len(outcomes)
+        worker.busy += busy
+
+    def recover(self) -> None:
+        """Requeue the work of lost workers and bring in spares (ULFM)."""
+        known = {lost.rank for lost in self.stats.lost}
+        for rank in _ft.acknowledge_failed(self.comm):
+            if rank in known:
+                continue
+            indices = self.in_flight.pop(rank, ([], 0.0))[0]
+            if indices:
+                self.chunks.appendleft(indices)
+            for pool in (self.parked, self.spares):
+                if rank in pool:
+                    pool.remove(rank)
+            host = self.stats.hosts[rank] if self.stats.hosts else "?"
+            self.stats.lost.append(LostWorker(rank, host, list(indices)))
+            log.warning("lost worker rank %d@%s; requeued tasks %s", rank, host, indices)
+        while self.chunks and (self.parked or self.spares):
+            rank = self.parked.pop(0) if self.parked else self.spares.pop(0)
+            self.stats.worker(rank)
+            self.dispatch(rank)
+
+    def check_deadlines(self) -> None:
+        """Raise ``FarmTimeout`` if a rank has run its chunk past the limit."""
+        if self.task_timeout is None:
+            return
+        now = time.perf_counter()
+        for rank, (indices, since) in self.in_flight.items():
+            if now - since > self.task_timeout * len(indices):
+                raise FarmTimeout(timeout_message(self, rank, indices, now - since))
+
+    def drain(self) -> None:
+        """Release every waiting worker and complete every send."""
+        from mpi4py import MPI
+
+        if self.helper is not None:
+            self.helper.join()
+        for rank in self.parked + self.spares:
+            self.requests.append(self.comm.isend(None, rank, Tag.TASK))
+        for request in self.requests:
+            try:
+                poll.wait(request, self.backoff)
+            except MPI.Exception:
+                if not self.ft:
+                    raise  # a send to a lost worker cannot complete
+
+
+def timeout_message(dispatcher: Dispatcher, rank: int, indices: list[int], ran: float) -> str:
+    tasks = dispatcher.tasks
+    shown = ", ".join(f"{i} ({short_repr(tasks[i], 40)})" for i in indices[:3])
+    host = dispatcher.stats.hosts[rank] if dispatcher.stats.hosts else "?"
+    return (
+        f"rank {rank}@{host} has run task(s) {shown} for {ran:.1f} s, "
+        f"past the limit of {dispatcher.task_timeout:g} s per task"
+    )
+
+
+def run_static(
+    comm,
+    root: int,
+    host: str,
+    tasks: Sequence[Any],
+    shares: dict[int, list[int]],
+    setup: Setup,
+    stats: FarmStats,
+) -> Iterator[list[Outcome]]:
+    """The root of the static schedule: scatter shares, compute, gather.
+
+    Args:
+        shares: Task indices for each computing rank (the root included when
+            it computes).
+    """
+    sendobj: list[Any] = [None] * comm.Get_size()
+    for rank, indices in shares.items():
+        sendobj[rank] = (*setup, [(i, tasks[i]) for i in indices])
+    mine = comm.scatter(sendobj, root=root)
+    outcomes: list[Outcome] = []
+    busy = 0.0
+    if mine is not None:
+        outcomes, busy = run_chunk(prepare(setup), mine[3], root, host)
+        outcomes = [sendable(o, root, host) for o in outcomes]
+    poll.barrier(comm)
+    gathered = comm.gather((outcomes, busy), root=root)
+    for rank, (outcomes, busy) in enumerate(gathered):
+        if rank in shares:
+            worker = stats.worker(rank)
+            worker.tasks += len(outcomes)
+            worker.busy += busy
+        yield outcomes
