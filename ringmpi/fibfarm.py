@@ -300,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(str(exc)) from None
     if args.fault_tolerant and args.schedule != "dynamic":
         raise UsageError("--fault-tolerant needs the dynamic schedule")
+    if args.task_timeout is not None and args.schedule != "dynamic":
+        raise UsageError(
+            "--task-timeout needs the dynamic schedule (a static share is not watched task by task)"
+        )
     estimate = fibmod.estimate_seconds(tasks)
     if estimate > MAX_SECONDS and not args.force:
         biggest = max(tasks)
@@ -347,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sequential != results:
             raise VerifyError("the sequential run and the farm disagree")
     if args.timeout is not None:
-        watchdog.cancel()
+        watchdog.stop()
     print(_report(tasks, results, stats, baseline, comm.Get_size(), args), flush=True)
     return 0
 

@@ -205,36 +205,62 @@ def _abort(status: int) -> NoReturn:
     raise SystemExit(status)  # not reached
 
 
-def start_watchdog(seconds: float, what: str = "the run") -> threading.Timer:
-    """Abort the whole job if it is still running after ``seconds``.
+class Watchdog:
+    """Abort the whole job if the run is still going after ``seconds``.
 
     Every rank starts one; rank 0's fires first and reports, the others fire
     a little later in case rank 0 cannot (stopped, or stuck in a call that
-    holds the GIL).
+    holds the GIL). Once it has fired the run has failed: :meth:`stop` then
+    never returns, so no result is printed after the error line.
 
     Args:
         seconds: The time limit.
         what: What is timed, for the message.
-
-    Returns:
-        The timer; ``cancel()`` it when the run ends in time.
     """
-    rank = _rank()
-    # Staggered, so that one rank reports and aborts before the next wakes.
-    delay = seconds if rank == 0 else seconds + 2.0 + 0.2 * min(rank, 20)
 
-    def fire() -> None:
-        _print_error(f"{rank_prefix(rank)} {what} did not finish within {seconds:g} s (--timeout)")
+    def __init__(self, seconds: float, what: str = "the run"):
+        self.seconds = seconds
+        self.what = what
+        self.rank = _rank()
+        self._lock = threading.Lock()
+        self._state = "running"  # then "stopped" or "fired"
+        # Staggered, so that one rank reports and aborts before the next wakes.
+        delay = seconds if self.rank == 0 else seconds + 2.0 + 0.2 * min(self.rank, 20)
+        self._timer = threading.Timer(delay, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "fired"
+        _print_error(
+            f"{rank_prefix(self.rank)} {self.what} did not finish within "
+            f"{self.seconds:g} s (--timeout)"
+        )
         # If MPI cannot abort (its daemon is gone), leave anyway.
         last_resort = threading.Timer(5.0, os._exit, (EXIT_TIMEOUT,))
         last_resort.daemon = True
         last_resort.start()
         _abort(EXIT_TIMEOUT)
 
-    timer = threading.Timer(delay, fire)
-    timer.daemon = True
-    timer.start()
-    return timer
+    def stop(self) -> None:
+        """Stop the watchdog when the run ended in time.
+
+        If it has already fired, wait here for the abort it started.
+        """
+        with self._lock:
+            if self._state == "running":
+                self._state = "stopped"
+                self._timer.cancel()
+                return
+        threading.Event().wait()  # the abort (or its last resort) ends the process
+
+
+def start_watchdog(seconds: float, what: str = "the run") -> Watchdog:
+    """Start a :class:`Watchdog`; call its ``stop()`` when the run ends in time."""
+    return Watchdog(seconds, what)
 
 
 def _start_init_watchdog(seconds: float) -> Callable[[], None]:

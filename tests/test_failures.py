@@ -22,6 +22,7 @@ import pytest
 from ringmpi.fib import fib_exact
 
 FAULTY = str(Path(__file__).parent / "programs" / "faulty_farm.py")
+MISUSE = str(Path(__file__).parent / "programs" / "misuse_farm.py")
 RING = ["-m", "ringmpi.ring"]
 FIBFARM = ["-m", "ringmpi.fibfarm"]
 #: Tasks that keep two workers busy for a few seconds.
@@ -149,7 +150,9 @@ USAGE = {
     "fib-split-neg": Case(3, [*FIBFARM, "--split=-1"], 2, "--split: must be between 0 and 30"),
     "fib-split-big": Case(3, [*FIBFARM, "--split", "31"], 2, "--split: must be between"),
     "fib-chunksize-0": Case(3, [*FIBFARM, "--chunksize", "0"], 2, "--chunksize"),
-    "fib-timeout-0": Case(3, [*FIBFARM, "--timeout", "0"], 2, "--timeout: must be a positive finite number"),
+    "fib-timeout-0": Case(
+        3, [*FIBFARM, "--timeout", "0"], 2, "--timeout: must be a positive finite number"
+    ),
     "fib-task-timeout-abc": Case(3, [*FIBFARM, "--task-timeout", "x"], 2, "invalid number"),
     "fib-ft-static": Case(
         3, [*FIBFARM, "--fault-tolerant", "--schedule", "static"], 2, "needs the dynamic"
@@ -278,7 +281,51 @@ RUNTIME = {
     ),
 }
 
-CATALOGUE = {**USAGE, **RUNTIME}
+MISUSE_MESSAGES = {
+    "root=7": r"root must be a rank of the communicator, 0 to \d+, not 7",
+    "root=-1": r"root must be a rank of the communicator, 0 to \d+, not -1",
+    "chunksize=0": r"chunksize must be a whole number of at least 1, not 0",
+    "schedule=bogus": r"schedule must be 'dynamic' or 'static', not 'bogus'",
+    "errors=ignore": r"errors must be 'raise' or 'collect', not 'ignore'",
+    "no-tasks": r"the root passed tasks=None",
+    "lambda": r"function main.<locals>.<lambda> .*not picklable.*define it at module level",
+    "local": r"function main.<locals>.local .*not picklable.*define it at module level",
+}
+
+#: The library misused: one error line, exit 2, the same at every size.
+MISUSES = {
+    f"misuse-{mode}-n{n}": Case(n, [MISUSE, mode], 2, message, seconds=15)
+    for mode, message in MISUSE_MESSAGES.items()
+    for n in (1, 3)
+}
+MISUSES["misuse-only-root-calls"] = Case(
+    3,
+    [MISUSE, "only-root"],
+    ANY,
+    r"rank\(s\) 1, 2 of 3 did not call the farm within 3 s",
+    env={"RINGMPI_JOIN_TIMEOUT": "3"},
+    seconds=20,
+)
+MISUSES["task-keyboard-interrupt"] = Case(
+    3, [FAULTY, "interrupt"], ANY, r"task 5 \(5\) failed on rank \d+@\S+: KeyboardInterrupt"
+)
+MISUSES["fib-static-task-timeout"] = Case(
+    3,
+    [*FIBFARM, "--schedule", "static", "--task-timeout", "1"],
+    2,
+    "--task-timeout needs the dynamic schedule",
+)
+# The root computes the task itself (-n 1): its time limit holds there too.
+# fib(42) runs for seconds even on a machine several times faster than this.
+MISUSES["root-task-timeout"] = Case(
+    1,
+    [*FIBFARM, "42", "--task-timeout", "1"],
+    ANY,
+    r"rank 0@\S+ has run task\(s\) .* past the limit of 1 s per task",
+    seconds=20,
+)
+
+CATALOGUE = {**USAGE, **RUNTIME, **MISUSES}
 
 
 def run_case(case: Case) -> helper.Result:
@@ -347,3 +394,20 @@ def test_launcher_mismatch():
         assert result.elapsed < 20
     assert len(results[0].error_lines) == 1 and results[1].error_lines == []
     assert "launcher started 2 processes" in results[0].error_lines[0]
+
+
+def test_closing_imap_early_releases_every_rank():
+    result = helper.run_mpiexec(3, MISUSE, "close-early", timeout=60)
+    assert result.returncode == 0, result.describe()
+    assert "done: closed after 2" in result.stdout, result.describe()
+    assert result.leftovers == [], result.describe()
+
+
+def test_workers_do_not_spin_while_the_root_starts_late():
+    result = helper.run_mpiexec(3, MISUSE, "late-root", timeout=60)
+    assert result.returncode == 0, result.describe()
+    line = next(x for x in result.stdout_lines if x.startswith("done: cpu per wall second"))
+    shares = [float(x) for x in line.split()[-2:]]
+    # Spinning would hold a core for the whole 3 s wait (a share near 1, or
+    # its slice of an oversubscribed core); sleeping waits use next to none.
+    assert max(shares) < 0.2, result.describe()

@@ -20,6 +20,10 @@ class Tag(enum.IntEnum):
     SETUP = 101
     TASK = 102
     RESULT = 103
+    START = 104
+    #: On the caller's communicator, while the farm starts: high, to keep
+    #: clear of the caller's own tags.
+    JOIN = 32701
 
 
 class Schedule(str, enum.Enum):

@@ -16,11 +16,16 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import poll
+from ..errors import RingmpiError
 from . import _ft
 from ._outcome import FarmStats, FarmTimeout, LostWorker, Outcome, Tag, sendable, short_repr
 from ._worker import Setup, prepare, run_chunk
 
 log = logging.getLogger("ringmpi.farm")
+
+
+class FarmSendError(RingmpiError):
+    """MPI refused to send a chunk of tasks (too large for this MPI, say)."""
 
 
 class Dispatcher:
@@ -73,6 +78,8 @@ class Dispatcher:
         self.local: queue.SimpleQueue = queue.SimpleQueue()
         self.helper: threading.Thread | None = None
         self.helper_error: BaseException | None = None
+        #: the chunk the root's thread is computing, and since when
+        self.computing_here: tuple[list[int], float] | None = None
         self.backoff = poll.Backoff()
 
     # -- handing out ------------------------------------------------------------
@@ -106,19 +113,34 @@ class Dispatcher:
         indices = self.take()
         if indices is not None:
             self.in_flight[rank] = (indices, time.perf_counter())
-            self.requests.append(self.comm.isend(self.payload(indices), rank, Tag.TASK))
+            self.requests.append(self._send_chunk(rank, indices))
         elif self.ft:
             self.parked.append(rank)
         else:
             self.requests.append(self.comm.isend(None, rank, Tag.TASK))
+
+    def _send_chunk(self, rank: int, indices: list[int]):
+        from mpi4py import MPI
+
+        try:
+            return self.comm.isend(self.payload(indices), rank, Tag.TASK)
+        except MPI.Exception as exc:
+            if self.ft and _ft.is_loss(exc):
+                raise
+            shown = ", ".join(f"{i} ({short_repr(self.tasks[i], 40)})" for i in indices[:3])
+            raise FarmSendError(
+                f"task(s) {shown} could not be sent to rank {rank}: {exc.Get_error_string()}"
+            ) from None
 
     def _compute_here(self) -> None:
         """The root's helper thread: compute chunks on the root's spare core."""
         try:
             fn = prepare(self.setup)
             while (indices := self.take()) is not None:
+                self.computing_here = (indices, time.perf_counter())
                 outcomes, busy = run_chunk(fn, self.payload(indices), self.root, self.host)
                 self.local.put(([sendable(o, self.root, self.host) for o in outcomes], busy))
+                self.computing_here = None
         except BaseException as exc:  # never lose a chunk silently
             self.helper_error = exc
 
@@ -219,7 +241,11 @@ class Dispatcher:
         if self.task_timeout is None:
             return
         now = time.perf_counter()
-        for rank, (indices, since) in self.in_flight.items():
+        running = list(self.in_flight.items())
+        here = self.computing_here
+        if here is not None:
+            running.append((self.root, here))
+        for rank, (indices, since) in running:
             if now - since > self.task_timeout * len(indices):
                 raise FarmTimeout(timeout_message(self, rank, indices, now - since))
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from .. import poll
 from ..errors import format_exception
-from ._outcome import Outcome, Tag, call, describe_error, sendable
+from ._ft import is_loss
+from ._outcome import Outcome, Tag, TaskError, call, describe_error, sendable
 
 Setup = tuple[Callable[[Any], Any], "Callable[..., Any] | None", tuple[Any, ...]]
 
@@ -66,14 +67,33 @@ def serve_dynamic(comm, root: int) -> None:
         if chunk is None:
             return
         outcomes, busy = run_chunk(fn, chunk, rank, host)
-        try:
-            comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            # mpi4py pickles before sending, so nothing was sent: send what
-            # can be, and an error in place of each part that cannot.
-            outcomes = [sendable(o, rank, host) for o in outcomes]
-            comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
+        send_outcomes(comm, root, outcomes, busy)
         backoff.reset()
+
+
+def send_outcomes(comm, root: int, outcomes: list[Outcome], busy: float) -> None:
+    """Send a chunk's outcomes to the root; what cannot be sent becomes an error.
+
+    mpi4py pickles before sending, so after a pickling error nothing was sent:
+    send what can be, and an error in place of each part that cannot. A
+    message MPI refuses (too large for this MPI) fails its tasks the same way.
+    """
+    from mpi4py import MPI
+
+    rank, host = comm.Get_rank(), socket.gethostname()
+    try:
+        comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
+        return
+    except (pickle.PicklingError, TypeError, AttributeError):
+        outcomes = [sendable(o, rank, host) for o in outcomes]
+    except MPI.Exception as exc:
+        if is_loss(exc):
+            raise
+        why = f"the result could not be sent to the root: {exc.Get_error_string()}"
+        outcomes = [
+            (index, None, TaskError(index, "?", rank, host, why, "")) for index, _, _ in outcomes
+        ]
+    comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
 
 
 def serve_static(comm, root: int) -> None:
