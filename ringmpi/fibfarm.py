@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import fib as fibmod
+from . import trace
 from .farm import Farm, FarmStats
 from .harness import (
     ArgumentParser,
@@ -123,6 +124,16 @@ def build_parser() -> ArgumentParser:
         "--force", action="store_true", help="run even when the estimate is over an hour"
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    parser.add_argument(
+        "--trace",
+        metavar="FILE.json",
+        help="write one span per task in Chrome Trace Event format (Perfetto, chrome://tracing)",
+    )
+    parser.add_argument(
+        "--timeline",
+        metavar="FILE.png",
+        help="draw the run as a Gantt chart, a row per rank (needs matplotlib)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the results")
     return parser
@@ -160,6 +171,7 @@ def run(
     task_timeout: float | None = None,
     fault_tolerant: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    trace: bool = False,
 ) -> tuple[list[int], FarmStats] | None:
     """Run the farm of ``fib`` over ``tasks``; collective.
 
@@ -172,6 +184,7 @@ def run(
         task_timeout: Seconds one task may run.
         fault_tolerant: Survive lost workers under ULFM.
         progress: Called on the root as ``progress(done, total)``.
+        trace: Record one span per farm item in ``stats.trace``.
 
     Returns:
         On the root ``(results, stats)`` with one exact int per task, else None.
@@ -186,6 +199,7 @@ def run(
         task_timeout=task_timeout,
         progress=progress,
         fault_tolerant=fault_tolerant,
+        trace=trace,
     )
     values = farm.map(items)
     if values is None or tasks is None or items is None:
@@ -283,6 +297,32 @@ def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
     return "\n".join(lines)
 
 
+def _write_pictures(args, tasks: Sequence[int], stats: FarmStats) -> None:
+    """Write the trace JSON and the timeline PNG that the arguments ask for."""
+    items = subtasks(tasks, args.split)
+
+    def name(index: int) -> str:
+        return f"fib({items[index][1]})"
+
+    def extra(index: int) -> dict[str, Any]:
+        task, m = items[index]
+        value = fibmod.fib_exact(m)
+        return {
+            "n": m,
+            "of task": f"fib({tasks[task]})",
+            "result bytes": (value.bit_length() + 7) // 8,
+        }
+
+    title = f"fibfarm, {args.schedule}" + (f", split {args.split}" if args.split else "")
+    try:
+        if args.trace:
+            trace.write_chrome_trace(args.trace, trace.chrome_trace(stats, name, extra, title))
+        if args.timeline:
+            trace.draw_timeline(args.timeline, stats, name, title)
+    except OSError as exc:
+        raise RingmpiError(f"cannot write {exc.filename}: {exc.strerror}") from None
+
+
 def _lost_tasks(requeued: list[int], args, tasks) -> list[int]:
     """Map the farm indices a lost worker held back to task indices."""
     items = subtasks(tasks, args.split)
@@ -312,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"these tasks would take about {_duration(estimate)} of CPU time "
             f"(at {fibmod.CALLS_PER_SECOND:.1e} calls/s); pass --force to run them anyway"
         )
+    if args.timeline and not trace.have_matplotlib():
+        raise UsageError(f"--timeline needs matplotlib: {trace.PLOT_HINT}")
     if args.timeout is not None:
         watchdog = start_watchdog(args.timeout, "fibfarm")
 
@@ -330,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_timeout=args.task_timeout,
             fault_tolerant=args.fault_tolerant,
             progress=progress,
+            trace=bool(args.trace or args.timeline),
         )
     if outcome is None:
         return 0
@@ -350,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = time.perf_counter() - start
         if sequential != results:
             raise VerifyError("the sequential run and the farm disagree")
+    if args.trace or args.timeline:
+        _write_pictures(args, tasks, stats)
     if args.timeout is not None:
         watchdog.stop()
     print(_report(tasks, results, stats, baseline, comm.Get_size(), args), flush=True)

@@ -24,6 +24,7 @@ from ._outcome import (
 from ._plan import balance, make_chunks, node_cores, plan_workers
 from ._root import Dispatcher, run_static
 from ._start import FarmUsageError, check_setup, join, start
+from ._trace import Tracer, clock_offsets
 from ._worker import Setup, serve_dynamic, serve_static
 
 log = logging.getLogger("ringmpi.farm")
@@ -60,6 +61,9 @@ class Farm:
         join_timeout: Seconds every rank may take to call the farm (default
             ``RINGMPI_JOIN_TIMEOUT`` or 300; 0: for ever); past it, the root
             names the ranks that never came and every rank raises.
+        trace: Record one ``TaskSpan`` per task in ``stats.trace``: rank,
+            host, start and end on the root's clock, chunk, and when the root
+            sent the chunk and had it back (see :mod:`ringmpi.trace`).
 
     Raises:
         FarmUsageError: A bad option (a ``ValueError``); raised alike on
@@ -84,6 +88,7 @@ class Farm:
         progress: Callable[[int, int], None] | None = None,
         fault_tolerant: bool = False,
         join_timeout: float | None = None,
+        trace: bool = False,
     ):
         self.errors = _choice(Errors, errors, "errors")
         self.schedule = _choice(Schedule, schedule, "schedule")
@@ -117,6 +122,7 @@ class Farm:
         self.cores = cores
         self.task_timeout = task_timeout
         self.progress = progress
+        self.trace = bool(trace)
         self.fault_tolerant = fault_tolerant
         self.stats = FarmStats()
         self.host = socket.gethostname()
@@ -174,12 +180,13 @@ class Farm:
             if self._is_root:
                 setup = (self.fn, self.initializer, self.initargs)
                 problem = check_setup(self.fn, setup, tasks)
-            start(comm, self.root, problem)
+            trace = start(comm, self.root, problem, self.trace)
+            offsets = clock_offsets(comm, self.root) if trace else None
             if self._is_root:
                 assert tasks is not None
-                yield from self._root(comm, tasks, layout, ft, begin)
+                yield from self._root(comm, tasks, layout, ft, begin, offsets)
             else:
-                self._serve(comm, ft)
+                self._serve(comm, ft, trace)
         finally:
             if not self.stats.lost:
                 comm.Free()
@@ -200,15 +207,17 @@ class Farm:
                 "fault tolerance covers losses after start-up"
             ) from None
 
-    def _serve(self, comm, ft: bool) -> None:
+    def _serve(self, comm, ft: bool, trace: bool) -> None:
         if self.schedule is Schedule.STATIC:
-            serve_static(comm, self.root)
+            serve_static(comm, self.root, trace)
         else:
-            serve_dynamic(comm, self.root)
+            serve_dynamic(comm, self.root, trace)
         # Ranks that are done wait longer between polls: nothing is urgent.
         _end(comm, ft, failed=False, backoff=poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
 
-    def _root(self, comm, tasks, layout, ft: bool, start: float) -> Iterator[tuple[int, Any]]:
+    def _root(
+        self, comm, tasks, layout, ft: bool, start: float, offsets: dict[int, float] | None
+    ) -> Iterator[tuple[int, Any]]:
         hosts = [host for host, _ in layout]
         try:
             override = self.cores or config.cores()
@@ -230,20 +239,25 @@ class Farm:
         assert callable(self.fn)  # see check_setup
         setup: Setup = (self.fn, self.initializer, self.initargs)
         computing = ([self.root] if root_computes else []) + active
+        tracer = None
+        if offsets is not None:
+            origin = time.perf_counter() - start  # seconds of start-up already past
+            tracer = Tracer(stats.trace, hosts, offsets, _wtime() - origin)
         try:
             if self.schedule is Schedule.STATIC:
                 shares = dict(zip(computing, balance(len(tasks), len(computing), costs)))
                 stats.chunks = len(shares)
-                yield from self._emit(
-                    run_static(comm, self.root, self.host, tasks, shares, setup, stats), tasks
+                outcomes = run_static(
+                    comm, self.root, self.host, tasks, shares, setup, stats, tracer
                 )
+                yield from self._emit(outcomes, tasks)
             else:
                 chunks = make_chunks(len(tasks), len(computing), self.chunksize, costs)
                 stats.chunks = len(chunks)
                 dispatcher = Dispatcher(
                     comm, self.root, self.host, tasks, chunks, setup, stats,
                     ft=ft, stop_on_error=self.errors is Errors.RAISE,
-                    task_timeout=self.task_timeout,
+                    task_timeout=self.task_timeout, tracer=tracer,
                 )  # fmt: skip
                 dispatcher.start(active, idle, root_computes)
                 try:
@@ -283,6 +297,12 @@ class Farm:
             done += len(outcomes)
             if self.progress is not None:
                 self.progress(done, len(tasks))
+
+
+def _wtime() -> float:
+    from mpi4py import MPI
+
+    return MPI.Wtime()
 
 
 def _choice(kind: type[E], value: Any, name: str) -> E:

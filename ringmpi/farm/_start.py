@@ -9,8 +9,9 @@ a root that starts late would leave the workers spinning in one. Instead:
 * if the duplicate is not done within the bound, the root names the ranks
   whose ``JOIN`` never came, and every rank ends with one error line;
 * once everyone is in, the root checks what only it can (the tasks, that the
-  function pickles) and sends ``Tag.START`` to each worker: ``None`` to go
-  on, or the error that every rank then raises alike.
+  function pickles) and sends ``Tag.START`` to each worker: ``(None, trace)``
+  to go on (``trace``: whether to time each task), or ``(error, trace)``
+  with the error that every rank then raises alike.
 """
 
 from __future__ import annotations
@@ -83,15 +84,22 @@ def check_setup(fn: Any, setup: Any, tasks: Any) -> str | None:
     return None
 
 
-def start(comm, root: int, problem: str | None = None) -> None:
-    """Tell every worker to go on, or raise ``problem`` on every rank alike."""
+def start(comm, root: int, problem: str | None = None, trace: bool = False) -> bool:
+    """Tell every worker to go on, or raise ``problem`` on every rank alike.
+
+    Returns:
+        Whether the run is traced (the root's ``trace``, on every rank).
+    """
     if comm.Get_rank() == root:
         requests = [
-            comm.isend(problem, dest=r, tag=Tag.START) for r in range(comm.Get_size()) if r != root
+            comm.isend((problem, trace), dest=r, tag=Tag.START)
+            for r in range(comm.Get_size())
+            if r != root
         ]
         for request in requests:
             poll.wait(request)
     else:
-        problem = poll.recv(comm, root, Tag.START)
+        problem, trace = poll.recv(comm, root, Tag.START)
     if problem is not None:
         raise FarmUsageError(problem)
+    return trace
