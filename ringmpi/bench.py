@@ -11,7 +11,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import bench_fib, bench_ring, poll
-from .harness import ArgumentParser, RingmpiError, UsageError, arg_type, int_arg, launch
+from .harness import (
+    ArgumentParser,
+    RingmpiError,
+    UsageError,
+    arg_type,
+    int_arg,
+    launch,
+    print_result,
+)
 from .ring import parse_size, parse_sweep
 
 PROG = "python -m ringmpi.bench"
@@ -362,10 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot:
         plot(report, args.plot)
     if args.json:
-        print(json.dumps(report, indent=2), flush=True)
+        print_result(json.dumps(report, indent=2))
     else:
         targets = format_targets(report["targets"])
-        print(text + ("\n" + targets if targets and not args.quiet else ""), flush=True)
+        print_result(text + ("\n" + targets if targets and not args.quiet else ""))
     return 0
 
 

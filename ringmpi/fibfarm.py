@@ -20,6 +20,7 @@ from .harness import (
     int_arg,
     launch,
     positive_float,
+    print_result,
     start_watchdog,
 )
 
@@ -135,6 +136,12 @@ def build_parser() -> ArgumentParser:
         help="draw the run as a Gantt chart, a row per rank (needs matplotlib)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the results to FILE instead of stdout (a write error is then an error)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the results")
     return parser
 
@@ -397,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_pictures(args, tasks, stats)
     if args.timeout is not None:
         watchdog.stop()
-    print(_report(tasks, results, stats, baseline, comm.Get_size(), args), flush=True)
+    print_result(_report(tasks, results, stats, baseline, comm.Get_size(), args), args.output)
     return 0
 
 

@@ -23,6 +23,8 @@ from .errors import (
     EXIT_USAGE,
     ConfigError,
     LauncherMismatch,
+    OutputClosed,
+    OutputError,
     RingmpiError,
     UsageError,
     degraded,
@@ -165,6 +167,35 @@ def _launcher_rank(environ: dict[str, str]) -> int:
         if value.isdigit():
             return int(value)
     return 0
+
+
+def print_result(text: str, file: str | None = None) -> None:
+    """Write ``text`` and a newline to stdout (or to ``file``), now.
+
+    Raises:
+        OutputClosed: The reader closed the pipe (``| head``); ``launch``
+            then ends quietly.
+        OutputError: Any other failure to write, with the reason.
+    """
+    try:
+        if file is not None:
+            with open(file, "w") as out:
+                out.write(text + "\n")
+            return
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed("the output was closed") from None
+    except OSError as exc:
+        where = file or "standard output"
+        raise OutputError(f"cannot write the results to {where}: {exc.strerror or exc}") from None
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _write_stderr(text: str) -> None:
@@ -348,6 +379,9 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         if degraded():
             _leave_without_finalize(status)
         return status
+    except OutputClosed:
+        _quiet_stdout()
+        return 0
     except RingmpiError as exc:
         if exc.collective:
             if comm.Get_rank() == 0:

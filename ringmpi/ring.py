@@ -12,7 +12,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .harness import ArgumentParser, RingmpiError, UsageError, arg_type, int_arg, launch
+from .harness import (
+    ArgumentParser,
+    RingmpiError,
+    UsageError,
+    arg_type,
+    int_arg,
+    launch,
+    print_result,
+)
 
 PROG = "python -m ringmpi.ring"
 
@@ -340,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     assert hosts is not None
     report["timings"] = [t.as_dict() for t in timings]
     if args.json:
-        print(json.dumps(report, indent=2), flush=True)
+        print_result(json.dumps(report, indent=2))
         return 0
     out = []
     if report["mode"] == "message":
@@ -360,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     if timings:
         out.append(_format_table(timings, header, args.quiet))
-    print("\n".join(out), flush=True)
+    print_result("\n".join(out))
     return 0
 
 

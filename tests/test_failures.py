@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -411,3 +413,47 @@ def test_workers_do_not_spin_while_the_root_starts_late():
     # Spinning would hold a core for the whole 3 s wait (a share near 1, or
     # its slice of an oversubscribed core); sleeping waits use next to none.
     assert max(shares) < 0.2, result.describe()
+
+
+def test_a_closed_output_pipe_ends_quietly():
+    # The reader is gone before the results are written, as with '| head'.
+    process = subprocess.Popen(
+        [sys.executable, *FIBFARM, "25-20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=helper.child_env(),
+        cwd=helper.ROOT,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert b"Traceback" not in err and b"error:" not in err, err
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_results_that_cannot_be_written_are_an_error(n):
+    # Under mpiexec the launcher writes stdout and drops its errors: --output
+    # makes rank 0 write the results itself.
+    result = helper.run_mpiexec(n, *FIBFARM, "20", "--output", "/dev/full", timeout=60)
+    assert result.returncode == 1, result.describe()
+    assert result.error_lines == [
+        "error: cannot write the results to /dev/full: No space left on device"
+    ], result.describe()
+
+
+def test_results_to_a_full_stdout_are_an_error():
+    with open("/dev/full", "w") as full:
+        process = subprocess.run(
+            [sys.executable, *FIBFARM, "20"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=helper.child_env(),
+            cwd=helper.ROOT,
+            timeout=60,
+            text=True,
+        )
+    assert process.returncode == 1, process.stderr
+    assert process.stderr.strip() == (
+        "error: cannot write the results to standard output: No space left on device"
+    )
