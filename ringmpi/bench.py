@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import bench_fib, bench_ring, poll
+from . import __version__, bench_fib, bench_ring, poll
 from .harness import ArgumentParser, RingmpiError, UsageError, int_arg, launch
 from .ring import parse_size, parse_sweep
 
@@ -242,6 +242,7 @@ def build_parser() -> ArgumentParser:
         description="benchmarks side by side: every way to run the article's Fibonacci "
         "tasks in parallel (fib), and ringmpi's ring beside mpi4py.bench (ring)",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{fib,ring}")
     sub.required = True
     common = ArgumentParser(add_help=False)

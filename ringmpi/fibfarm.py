@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
 from . import fib as fibmod
 from .farm import Farm, FarmStats
 from .harness import (
@@ -83,6 +84,7 @@ def build_parser() -> ArgumentParser:
         prog=PROG,
         description="compute the slow recursive Fibonacci of each task over MPI ranks",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "tasks",
         nargs="*",

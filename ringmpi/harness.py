@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
-from . import config
+from . import config, mpilib
 
 #: Exit status for bad usage (as argparse), for a run past its time limit
 #: (as coreutils' timeout), and for any other failure.
@@ -314,6 +314,10 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     Returns:
         The exit status for ``sys.exit``.
     """
+    missing = mpilib.missing_library()
+    if missing:
+        _print_error(missing)
+        return EXIT_FAILURE
     dismiss = _start_init_watchdog(config.init_timeout())
     from mpi4py import MPI
 

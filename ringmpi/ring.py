@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import __version__
 from .harness import ArgumentParser, RingmpiError, UsageError, int_arg, launch
 
 PROG = "python -m ringmpi.ring"
@@ -230,6 +231,7 @@ def build_parser() -> ArgumentParser:
         prog=PROG,
         description="pass a message around the ranks; time it with --rounds/--size",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "-r",
         "--rounds",
