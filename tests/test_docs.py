@@ -169,7 +169,7 @@ def test_examples_run_as_written(tmp_path):
     )
     assert squares in output.splitlines(), output[-4000:]
     assert 'Processor 0 received message "P0P1P2P3" from rank 3' in output
-    assert output.count("done: ") >= 4, output[-4000:]
+    assert output.count("done: ") >= 2, output[-4000:]  # the fibfarm runs without -q, --json
     report = json.loads((tree / "fib.json").read_text())
     assert report["quick"] is True and report["targets"] == []
     for png in ("fib.png", "ring-3.png", "ring-2.png"):
