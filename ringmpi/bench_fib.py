@@ -487,14 +487,18 @@ def _describe_tasks(tasks: Sequence[int]) -> str:
     return f"{len(tasks)} tasks, n in {min(tasks)}..{max(tasks)}"
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def format_report(report: dict[str, Any], quiet: bool = False) -> str:
     """Return the fixed-width, ``#``-headed table of a fib report."""
     lines = []
     if not quiet:
         lines.append(
             f"# ringmpi.bench fib: {report['ranks']} MPI ranks, P = {report['processes']} "
-            f"for pools/children/threads, {report['repeat']} runs each"
-            + (" (quick)" if report["quick"] else "")
+            f"for pools/children/threads, {_runs(report['repeat'])} each"
+            + (" (quick: results checked, timings not compared)" if report["quick"] else "")
         )
     for name, work in report["workloads"].items():
         lines.append(f"# workload {name}: {work['n']}")

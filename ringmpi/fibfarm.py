@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from . import __version__, trace
 from . import fib as fibmod
-from . import trace
 from .farm import Farm, FarmStats
 from .harness import (
     ArgumentParser,
@@ -81,6 +81,7 @@ def build_parser() -> ArgumentParser:
         prog=PROG,
         description="compute the slow recursive Fibonacci of each task over MPI ranks",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "tasks",
         nargs="*",

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Callable, NoReturn, TypeVar
 
-from . import config
+from . import config, mpilib
 from .errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -350,6 +350,10 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     Returns:
         The exit status for ``sys.exit``.
     """
+    missing = mpilib.missing_library()
+    if missing:
+        _print_error(missing)
+        return EXIT_FAILURE
     try:
         init_timeout = config.init_timeout()
     except ValueError as exc:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import __version__
 from .harness import (
     ArgumentParser,
     RingmpiError,
@@ -237,6 +238,7 @@ def build_parser() -> ArgumentParser:
         prog=PROG,
         description="pass a message around the ranks; time it with --rounds/--size",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "-r",
         "--rounds",
@@ -316,23 +318,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings: list[Timing] = []
     if not sizes:
         rounds = args.rounds or 1
-        warmup = _warmup(args.warmup, rounds) if args.rounds else 0
-        pass_message(comm, warmup)
-        start = MPI.Wtime()
-        message = pass_message(comm, rounds)
-        elapsed = MPI.Wtime() - start
-        if not comm.bcast(rank != 0 or message == expected_message(size), root=0):
-            raise RingError(
-                f"rank 0 received {message!r} from rank {size - 1}, "
-                f"expected {expected_message(size)!r}"
-            )
+        # Timed only with --rounds: then --repeat samples, as for buffers.
+        samples = args.repeat if args.rounds else 1
+        pass_message(comm, _warmup(args.warmup, rounds) if args.rounds else 0)
+        hop_us = []
+        for _ in range(samples):
+            start = MPI.Wtime()
+            message = pass_message(comm, rounds)
+            hop_us.append((MPI.Wtime() - start) / (rounds * size) * 1e6)
+            if not comm.bcast(rank != 0 or message == expected_message(size), root=0):
+                raise RingError(
+                    f"rank 0 received {message!r} from rank {size - 1}, "
+                    f"expected {expected_message(size)!r}"
+                )
         if rank == 0:
             assert message is not None
-            report.update(mode="message", message=message, rounds=rounds)
+            report.update(mode="message", message=message, rounds=rounds, repeat=samples)
             if args.rounds:
-                timings.append(
-                    Timing(size=len(message), hops=size, hop_us=[elapsed / (rounds * size) * 1e6])
-                )
+                timings.append(Timing(size=len(message), hops=size, hop_us=hop_us))
     else:
         rounds = args.rounds or 1000
         for nbytes in sizes:
@@ -358,7 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif not timings:
             out.append(str(message))
         header = [
-            f"ring of {size} ranks on {len(set(hosts))} host(s): pickled message, {rounds} rounds"
+            f"ring of {size} ranks on {len(set(hosts))} host(s): pickled message, "
+            f"{rounds} rounds x {samples} samples"
         ]
     else:
         how = "pickled send/recv" if args.pickle else "buffer Send/Recv"

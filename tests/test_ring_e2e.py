@@ -42,6 +42,17 @@ def test_quiet(mpirun):
     assert result.stdout == "P0P1P2P3\n", result.describe()
 
 
+def test_timed_message_takes_repeat_samples(mpirun):
+    result = mpirun(2, *RING, "--rounds", "200", "--repeat", "4", "--json").check(0)
+    report = json.loads(result.stdout)
+    assert (report["mode"], report["rounds"], report["repeat"]) == ("message", 200, 4)
+    [timing] = report["timings"]
+    assert len(timing["hop_us"]) == 4, timing
+    assert timing["hop_us_stdev"] > 0, timing
+    table = mpirun(2, *RING, "--rounds", "200", "--repeat", "3").check(0)
+    assert "pickled message, 200 rounds x 3 samples" in table.stdout, table.describe()
+
+
 def test_size_table(mpirun):
     result = mpirun(3, *RING, "--size", "4K", "--rounds", "50", "--repeat", "3").check(0)
     lines = result.stdout_lines
