@@ -163,7 +163,21 @@ USAGE = {
     "fib-range-bad": Case(3, [*FIBFARM, "5-x"], 2, "invalid task '5-x'"),
     "fib-range-zero": Case(3, [*FIBFARM, "0-3"], 2, "n must be at least 1"),
     "fib-n-huge": Case(3, [*FIBFARM, "100"], 2, r"years of CPU time.*--force"),
-    "fib-split-huge-n": Case(3, [*FIBFARM, "60", "--split", "8"], 2, r"days of CPU .*--force"),
+    "fib-split-huge-n": Case(3, [*FIBFARM, "62", "--split", "8"], 2, r"days of CPU .*--force"),
+    # refusals for any n, at once: no OverflowError, no exact huge ints
+    "fib-n-1500": Case(3, [*FIBFARM, "1500"], 2, r"2\.71e\+313 calls: .*years of CPU"),
+    "fib-range-10000": Case(3, [*FIBFARM, "1-10000"], 2, r"fib\(10000\) .* years of CPU"),
+    "fib-n-1e8": Case(3, [*FIBFARM, "100000000"], 2, r"e\+20898763 calls: .*--force"),
+    # bounded task counts, even with --force, without building the tasks
+    "fib-split-too-many": Case(
+        3, [*FIBFARM, "38", "--split", "30"], 2, r"--split 30 makes 38871188 sub-tasks"
+    ),
+    "fib-split-too-many-force": Case(
+        3, [*FIBFARM, "92", "--force", "--split", "30"], 2, r"makes 1073741824 sub-tasks"
+    ),
+    "fib-range-too-many": Case(
+        3, [*FIBFARM, "1-100000000", "--force"], 2, r"makes 100000000 tasks: .* at most"
+    ),
     "fib-schedule": Case(3, [*FIBFARM, "--schedule", "random"], 2, "invalid choice: 'random'"),
     "fib-split-neg": Case(3, [*FIBFARM, "--split=-1"], 2, "--split: must be between 0 and 30"),
     "fib-split-big": Case(3, [*FIBFARM, "--split", "31"], 2, "--split: must be between"),
