@@ -61,10 +61,19 @@ WORKLOAD_NAMES = ("article", "uniform", "tiny", "empty")
 TINY_SEED = 20261125
 
 C_SOURCE = """\
-/* The article's slow Fibonacci, in C: naive recursion. */
+/* The article's slow Fibonacci, in C: naive recursion, base case n <= 2. */
+#ifdef RINGMPI_COUNT_CALLS
+long long ringmpi_fib_calls = 0;
+#endif
+
 long long ringmpi_fib(int n)
 {
-    return n < 2 ? n : ringmpi_fib(n - 1) + ringmpi_fib(n - 2);
+#ifdef RINGMPI_COUNT_CALLS
+    ringmpi_fib_calls++;
+#endif
+    if (n <= 2)
+        return 1;
+    return ringmpi_fib(n - 1) + ringmpi_fib(n - 2);
 }
 """
 
@@ -78,7 +87,7 @@ def workloads(quick: bool = False) -> dict[str, list[int]]:
 
     ``article`` is the article's 38..33; ``uniform`` five each of 25..32;
     ``tiny`` many small tasks (seeded, so every run has the same); ``empty``
-    tasks of ``fib(0)``, which do nothing, for per-task overhead.
+    tasks of ``fib(1)``, one call that returns at once, for per-task overhead.
     """
     rng = random.Random(TINY_SEED)
     if quick:
@@ -86,13 +95,13 @@ def workloads(quick: bool = False) -> dict[str, list[int]]:
             "article": [22, 21, 20, 19, 18, 17],
             "uniform": [n for n in range(12, 16) for _ in range(2)],
             "tiny": [rng.randint(5, 10) for _ in range(40)],
-            "empty": [0] * 50,
+            "empty": [1] * 50,
         }
     return {
         "article": [38, 37, 36, 35, 34, 33],
         "uniform": [n for n in range(25, 33) for _ in range(5)],
         "tiny": [rng.randint(15, 20) for _ in range(1000)],
-        "empty": [0] * 2000,
+        "empty": [1] * 2000,
     }
 
 
@@ -178,12 +187,16 @@ def find_compiler(environ: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def build_c_kernel(directory: str | os.PathLike[str], compiler: str | None = None) -> Path:
+def build_c_kernel(
+    directory: str | os.PathLike[str], compiler: str | None = None, count_calls: bool = False
+) -> Path:
     """Compile ``C_SOURCE`` into a shared library in ``directory``.
 
     Args:
         directory: Where the source and the library are written.
         compiler: The compiler command (default ``find_compiler()``).
+        count_calls: Build the variant that counts its calls in the global
+            ``ringmpi_fib_calls`` (for tests; the benchmark's kernel does not).
 
     Returns:
         The path of the shared library.
@@ -198,6 +211,8 @@ def build_c_kernel(directory: str | os.PathLike[str], compiler: str | None = Non
     lib = Path(directory) / "ringmpi_fib.so"
     src.write_text(C_SOURCE)
     argv = [*shlex.split(compiler), "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)]
+    if count_calls:
+        argv.insert(-1, "-DRINGMPI_COUNT_CALLS")
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:

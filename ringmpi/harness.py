@@ -416,3 +416,8 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         if size > 1:
             _abort(EXIT_FAILURE)
         return EXIT_FAILURE
+
+
+def plural(count: int, word: str) -> str:
+    """Return ``"1 rank"``, ``"2 ranks"``: the count and the word, plural when not 1."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"

@@ -20,6 +20,7 @@ from .harness import (
     arg_type,
     int_arg,
     launch,
+    plural,
     print_result,
 )
 
@@ -271,12 +272,14 @@ def build_parser() -> ArgumentParser:
         "--repeat",
         type=int_arg(1),
         default=5,
+        metavar="N",
         help="timed samples per size (default 5)",
     )
     parser.add_argument(
         "--warmup",
         type=int_arg(0),
         default=None,
+        metavar="N",
         help="untimed trips before timing (default rounds/10, at most 100)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -361,14 +364,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif not timings:
             out.append(str(message))
         header = [
-            f"ring of {size} ranks on {len(set(hosts))} host(s): pickled message, "
-            f"{rounds} rounds x {samples} samples"
+            f"ring of {plural(size, 'rank')} on {plural(len(set(hosts)), 'host')}: "
+            f"pickled message, {rounds} rounds x {samples} samples"
         ]
     else:
         how = "pickled send/recv" if args.pickle else "buffer Send/Recv"
         header = [
-            f"ring of {size} ranks on {len(set(hosts))} host(s): {how}, "
-            f"{rounds} rounds x {args.repeat} samples"
+            f"ring of {plural(size, 'rank')} on {plural(len(set(hosts)), 'host')}: {how}, "
+            f"{plural(rounds, 'round')} x {plural(args.repeat, 'sample')}"
         ]
     if timings:
         out.append(_format_table(timings, header, args.quiet))

@@ -6,12 +6,14 @@ its shape.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 
 import pytest
 
-from ringmpi import bench, bench_fib, bench_ring
+from ringmpi import bench, bench_fib, bench_ring, fib
+from ringmpi.fib import fib_exact
 
 BENCH = ("-m", "ringmpi.bench")
 ROW_KEYS = {
@@ -155,7 +157,7 @@ def test_workloads():
     assert sorted(full["uniform"]) == sorted(list(range(25, 33)) * 5)
     assert len(full["tiny"]) == 1000 and set(full["tiny"]) <= set(range(15, 21))
     assert full["tiny"] == bench_fib.workloads()["tiny"]  # seeded
-    assert full["empty"] == [0] * 2000
+    assert full["empty"] == [1] * 2000
     assert set(bench_fib.workloads(quick=True)) == set(full)
 
 
@@ -197,7 +199,22 @@ def test_c_kernel(tmp_path):
     if bench_fib.find_compiler() is None:
         pytest.skip("no C compiler")
     kernel = bench_fib.load_c_kernel(bench_fib.build_c_kernel(tmp_path))
-    assert [kernel(n) for n in (0, 1, 2, 20, 30)] == [0, 1, 1, 6765, 832040]
+    assert [kernel(n) for n in range(1, 26)] == [fib_exact(n) for n in range(1, 26)]
+    assert kernel(30) == 832040
+
+
+def test_c_kernel_counts_like_python(tmp_path):
+    # The same source built with its call counter: the same values as the
+    # Python kernel, and the same number of calls, 2 * fib(n) - 1.
+    if bench_fib.find_compiler() is None:
+        pytest.skip("no C compiler")
+    lib = bench_fib.build_c_kernel(tmp_path, count_calls=True)
+    kernel = bench_fib.load_c_kernel(lib)
+    counter = ctypes.c_longlong.in_dll(ctypes.CDLL(str(lib)), "ringmpi_fib_calls")
+    for n in range(1, 26):
+        counter.value = 0
+        assert kernel(n) == fib.fib(n)
+        assert counter.value == 2 * fib_exact(n) - 1 == fib.calls(n), n
 
 
 def test_c_kernel_without_compiler(tmp_path, monkeypatch):

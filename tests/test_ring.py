@@ -182,7 +182,7 @@ def test_main_rounds_prints_a_table(capsys):
         f"I am rank 0 of 1 on node {socket.gethostname()}",
         'Processor 0 received message "P0" from rank 0',
     ]
-    assert lines[2].startswith("# ring of 1 ranks on 1 host(s): pickled message, 20 rounds")
+    assert lines[2].startswith("# ring of 1 rank on 1 host: pickled message, 20 rounds")
     assert lines[3].startswith("#") and "bandwidth [MB/s]" in lines[3]
     assert len(lines) == 5 and lines[4].split()[0] == "2"  # len("P0") bytes
 
@@ -192,7 +192,7 @@ def test_main_sweep_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     header = [line for line in lines if line.startswith("#")]
     rows = [line for line in lines if not line.startswith("#")]
-    assert header[0] == "# ring of 1 ranks on 1 host(s): buffer Send/Recv, 5 rounds x 2 samples"
+    assert header[0] == "# ring of 1 rank on 1 host: buffer Send/Recv, 5 rounds x 2 samples"
     assert [int(row.split()[0]) for row in rows] == [1, 2, 4, 8, 16, 32, 64]
     for row in rows:
         size, mean, pm, _, best, bandwidth = row.split()
@@ -238,6 +238,9 @@ def test_main_help_exits_zero(capsys):
     assert out.startswith("usage: python -m ringmpi.ring")
     for option in ("--rounds", "--size", "--sweep", "--pickle", "--json", "--quiet"):
         assert option in out
+    # Values are named for what they are, not after the option.
+    assert "--repeat N" in out and "--warmup N" in out
+    assert "REPEAT" not in out and "WARMUP" not in out
 
 
 def test_main_reports_a_wrong_message(monkeypatch):

@@ -56,7 +56,7 @@ def test_timed_message_takes_repeat_samples(mpirun):
 def test_size_table(mpirun):
     result = mpirun(3, *RING, "--size", "4K", "--rounds", "50", "--repeat", "3").check(0)
     lines = result.stdout_lines
-    assert lines[0] == "# ring of 3 ranks on 1 host(s): buffer Send/Recv, 50 rounds x 3 samples"
+    assert lines[0] == "# ring of 3 ranks on 1 host: buffer Send/Recv, 50 rounds x 3 samples"
     assert lines[1].split()[1:4] == ["size", "[B]", "hop"]
     [row] = table_rows(result.stdout)
     size, mean, pm, _, best, bandwidth = row
