@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import numpy as np
 import pytest
 
 from ringmpi import ring
@@ -247,3 +248,45 @@ def test_main_reports_a_wrong_message(monkeypatch):
     monkeypatch.setattr(ring, "pass_message", lambda comm, rounds: "P0P7")
     with pytest.raises(ring.RingError, match="received 'P0P7' from rank 0, expected 'P0'"):
         main([])
+
+
+def test_a_sweep_prints_each_row_as_it_is_measured(monkeypatch, capsys):
+    from ringmpi import ring
+
+    real = ring.time_ring
+    seen = []
+
+    def timed(comm, nbytes, *args):
+        # When a size is about to be timed, the row of the size before is out.
+        seen.append(sum(1 for line in capsys.readouterr().out.splitlines() if line[:1] == " "))
+        return real(comm, nbytes, *args)
+
+    monkeypatch.setattr(ring, "time_ring", timed)
+    assert main(["--sweep", "1:8", "-r", "5", "--repeat", "1"]) == 0
+    assert seen == [0, 1, 1, 1]
+
+
+def test_the_payload_is_checked_piece_by_piece():
+    from ringmpi import buffers
+
+    payload = buffers.pattern(3 * buffers.CHECK_PIECE + 7)
+    assert buffers.intact(payload)
+    assert payload[buffers.CHECK_PIECE + 5] == (buffers.CHECK_PIECE + 5) % 251
+    payload[2 * buffers.CHECK_PIECE + 3] ^= 1
+    assert not buffers.intact(payload)
+
+
+def test_large_buffers_travel_as_one_derived_datatype():
+    from mpi4py import MPI
+
+    from ringmpi import buffers
+
+    small = np.zeros(10, np.uint8)
+    assert buffers.buffer_spec(small) == ([small, MPI.BYTE], None)
+    # A view that claims 2 GiB + 3 bytes without allocating them.
+    big = np.lib.stride_tricks.as_strided(small, shape=(buffers.MAX_COUNT + 4,), strides=(0,))
+    spec, dtype = buffers.buffer_spec(big)
+    try:
+        assert spec[1] == 1 and dtype.Get_size() == buffers.MAX_COUNT + 4
+    finally:
+        dtype.Free()

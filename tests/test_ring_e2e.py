@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 
+import mpirun as helper
 import pytest
 
 from ringmpi.ring import expected_message
@@ -92,3 +95,41 @@ def test_json_message(mpirun):
     result = mpirun(3, *RING, "--json").check(0)
     report = json.loads(result.stdout)
     assert (report["mode"], report["message"], report["ranks"]) == ("message", "P0P1P2", 3)
+
+
+def _peak_rss_mib(argv: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``argv`` in a child that reports the peak RSS of its descendants."""
+    code = (
+        "import resource, subprocess, sys\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=240)\n"
+        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.stderr.write(p.stdout + p.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=helper.child_env(),
+        cwd=helper.ROOT,
+    )
+    status, kib = done.stdout.split()
+    return subprocess.CompletedProcess(argv, int(status), done.stderr, ""), int(kib) / 1024
+
+
+def test_a_rank_needs_about_twice_the_message_at_most():
+    argv = helper.mpiexec_argv(2, [*RING, "--size", "256M", "-r", "2", "--repeat", "1", "-q"])
+    done, peak = _peak_rss_mib(argv)
+    assert done.returncode == 0, done.stdout
+    # Two buffers of 256 MiB on rank 0, plus the interpreter, numpy and MPI.
+    assert peak < 2 * 256 + 160, f"peak RSS {peak:.0f} MiB\n{done.stdout}"
+
+
+def test_messages_of_2_gib_and_more_work():
+    nbytes = (1 << 31) + 101
+    argv = helper.mpiexec_argv(2, [*RING, "--size", str(nbytes), "-r", "1", "--repeat", "1"])
+    argv += ["--warmup", "0", "-q"]
+    done, peak = _peak_rss_mib(argv)
+    assert done.returncode == 0, done.stdout
+    assert table_rows(done.stdout)[0][0] == str(nbytes), done.stdout
+    assert peak < (2 * nbytes >> 20) + 200, f"peak RSS {peak:.0f} MiB"
