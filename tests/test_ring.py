@@ -290,3 +290,8 @@ def test_large_buffers_travel_as_one_derived_datatype():
         assert spec[1] == 1 and dtype.Get_size() == buffers.MAX_COUNT + 4
     finally:
         dtype.Free()
+
+
+def test_pickled_messages_past_2_gib_are_refused_at_once():
+    with pytest.raises(UsageError, match=r"--pickle sends at most 2147483647 bytes"):
+        main(["--pickle", "--size", "3G"])
