@@ -42,29 +42,7 @@ def chrome_trace(
     Returns:
         ``{"traceEvents": [...], "displayTimeUnit": "ms"}``, times in µs.
     """
-    events: list[dict[str, Any]] = [
-        {"name": "process_name", "ph": "M", "pid": 0, "tid": 0, "args": {"name": title}}
-    ]
-    for rank, host in enumerate(stats.hosts):
-        idle = " (idle)" if rank in stats.idle_ranks else ""
-        events.append(
-            {
-                "name": "thread_name",
-                "ph": "M",
-                "pid": 0,
-                "tid": rank,
-                "args": {"name": f"rank {rank}@{host}{idle}"},
-            }
-        )
-        events.append(
-            {
-                "name": "thread_sort_index",
-                "ph": "M",
-                "pid": 0,
-                "tid": rank,
-                "args": {"sort_index": rank},
-            }
-        )
+    events = _rows(stats, title)
     for span in sorted(stats.trace, key=lambda s: (s.rank, s.start)):
         extra = {"task": span.index, "chunk": span.chunk}
         if args is not None:
@@ -94,6 +72,22 @@ def chrome_trace(
             }
         )
     return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def _rows(stats: FarmStats, title: str) -> list[dict[str, Any]]:
+    """Metadata events: the process title and one named row per rank."""
+    events: list[dict[str, Any]] = [
+        {"name": "process_name", "ph": "M", "pid": 0, "tid": 0, "args": {"name": title}}
+    ]
+    for rank, host in enumerate(stats.hosts):
+        idle = " (idle)" if rank in stats.idle_ranks else ""
+        name = {"name": f"rank {rank}@{host}{idle}"}
+        events.append({"name": "thread_name", "ph": "M", "pid": 0, "tid": rank, "args": name})
+        order = {"sort_index": rank}
+        events.append(
+            {"name": "thread_sort_index", "ph": "M", "pid": 0, "tid": rank, "args": order}
+        )
+    return events
 
 
 def write_chrome_trace(path: str | Path, document: dict[str, Any]) -> None:
