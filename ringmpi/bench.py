@@ -84,6 +84,17 @@ def fib_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": row["per_task_us"] <= 5.0,
             }
         )
+    traced = _row(report, "empty", "farm-trace")
+    if row is not None and traced is not None:
+        extra = traced["per_task_us"] - row["per_task_us"]
+        out.append(
+            {
+                "target": "empty: trace's extra cost per task [us] <= 2",
+                "value": extra,
+                "limit": 2.0,
+                "met": extra <= 2.0,
+            }
+        )
     return out
 
 

@@ -37,9 +37,10 @@ APPROACHES = (
     "farm-dynamic",
     "farm-static",
     "farm-split",
+    "farm-trace",
 )
 #: Approaches that need every rank; the others run on rank 0 alone.
-MPI_APPROACHES = ("futures", "farm-dynamic", "farm-static", "farm-split")
+MPI_APPROACHES = ("futures", "farm-dynamic", "farm-static", "farm-split", "farm-trace")
 #: What each approach's speed-up is measured against.
 BASELINE = {"c-threads": "c-sequential"}
 DESCRIPTION = {
@@ -53,6 +54,7 @@ DESCRIPTION = {
     "farm-dynamic": "ringmpi fibfarm, dynamic (workers pull chunks)",
     "farm-static": "ringmpi fibfarm, static scatter/gather of balanced shares",
     "farm-split": "ringmpi fibfarm, dynamic, each fib(n) split 3 levels",
+    "farm-trace": "ringmpi fibfarm, dynamic, with trace=True (one span per task)",
 }
 #: Levels of unfolding for ``farm-split``.
 SPLIT_DEPTH = 3
@@ -379,6 +381,7 @@ def run_mpi_approach(comm, approach: str, tasks: list[int] | None):
         tasks if rank == 0 else None,
         schedule="static" if approach == "farm-static" else "dynamic",
         split=SPLIT_DEPTH if approach == "farm-split" else 0,
+        trace=approach == "farm-trace",
     )
     wall, cpu = MPI.Wtime() - start, time.process_time() - cpu
     if done is None:
