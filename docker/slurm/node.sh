@@ -124,7 +124,8 @@ configure() {  # configure WORKER...: write slurm.conf, say whether it changed
 # Slurm for the ringmpi container cluster, written by
 # "ringmpi-slurm-node configure" on the head from the compute nodes that were
 # up: each line NodeName=... is that node's "slurmd -C" (the CPUs the
-# container sees). Every node reads this file from the cluster volume.
+# container sees) and its address. Every node reads this file from the
+# cluster volume.
 ClusterName=ringmpi
 SlurmctldHost=head
 SlurmUser=slurm
@@ -160,7 +161,7 @@ ReturnToService=2
 KillWait=10
 CONF
         for name in "$@"; do
-            sed -e 's/ UpTime=.*//' "$slurm/nodes/$name"
+            cat "$slurm/nodes/$name"
         done
         echo "PartitionName=batch Nodes=$nodes Default=YES MaxTime=INFINITE State=UP"
     } >"$new"
@@ -190,7 +191,10 @@ case ${1:-worker} in
         start_node
         start_munge
         install -d /var/spool/slurmd
-        slurmd -C | head -n 1 | publish "$slurm/nodes/$host"
+        # Slurm reaches the node by address: Docker's DNS forgets a stopped
+        # container's name, and a lookup that fails stalls slurmctld.
+        echo "$(slurmd -C | head -n 1 | sed -e 's/ UpTime=.*//')" \
+            "NodeAddr=$(hostname -i | cut -d' ' -f1)" | publish "$slurm/nodes/$host"
         wait_for "slurm.conf naming $host" lists_me "$host"
         echo worker >"$ready"
         exec /usr/sbin/slurmd -D
