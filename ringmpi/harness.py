@@ -149,16 +149,26 @@ def check_launcher(world_size: int, environ: dict[str, str] | None = None) -> No
         return
     for name in LAUNCHER_SIZE_VARS:
         value = env.get(name, "")
-        if value.isdigit() and int(value) > 1:
+        if not (value.isdigit() and int(value) > 1):
+            continue
+        started = (
+            f"the launcher started {value} processes ({name}={value}) but MPI "
+            "sees a world of 1 rank"
+        )
+        skip = f"(set {config.SKIP_LAUNCHER_CHECK}=1 to run anyway)"
+        if name == "SLURM_STEP_NUM_TASKS":
+            # srun without an MPI plugin sets only its own variables.
             raise LauncherMismatch(
-                f"the launcher started {value} processes ({name}={value}) but MPI "
-                "sees a world of 1 rank: mpi4py is using a different MPI library "
-                "than the mpiexec that started it, so each process would run "
-                "alone. Use the mpiexec of the library that "
-                "'python -m mpi4py --mpi-library' names, or rebuild mpi4py "
-                f"against your MPI (set {config.SKIP_LAUNCHER_CHECK}=1 to run "
-                "anyway)"
+                f"{started}: srun gave the processes no MPI wire-up, so each would "
+                "run alone. Use srun --mpi=pmix (srun --mpi=list shows what this "
+                f"Slurm offers), or mpiexec inside the allocation {skip}"
             )
+        raise LauncherMismatch(
+            f"{started}: mpi4py is using a different MPI library than the mpiexec "
+            "that started it, so each process would run alone. Use the mpiexec of "
+            "the library that 'python -m mpi4py --mpi-library' names, or rebuild "
+            f"mpi4py against your MPI {skip}"
+        )
 
 
 def _launcher_rank(environ: dict[str, str]) -> int:

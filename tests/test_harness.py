@@ -59,6 +59,17 @@ def test_check_launcher_accepts(world_size, environ):
     check_launcher(world_size, environ)
 
 
+def test_check_launcher_names_the_srun_fix():
+    """srun without --mpi sets only SLURM_* variables: the fix is --mpi=pmix."""
+    with pytest.raises(LauncherMismatch, match="srun gave the processes no MPI") as info:
+        check_launcher(1, {"SLURM_STEP_NUM_TASKS": "4", "SLURM_NTASKS": "4"})
+    assert "srun --mpi=pmix" in str(info.value)
+    with pytest.raises(LauncherMismatch) as info:
+        check_launcher(1, {"PMI_SIZE": "4", "SLURM_STEP_NUM_TASKS": "4"})  # --mpi=pmi2
+    assert "--mpi=pmix" not in str(info.value)
+    assert "different MPI library" in str(info.value)
+
+
 @pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
 def test_check_launcher_can_be_skipped(value):
     check_launcher(1, {"PMI_SIZE": "2", "RINGMPI_SKIP_LAUNCHER_CHECK": value})
