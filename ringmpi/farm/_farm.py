@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
@@ -10,7 +11,8 @@ from typing import Any
 
 from .. import config, poll
 from ..errors import RingmpiError, mark_degraded
-from . import _ft
+from ..journal import Identity, Journal, JournalError, Row
+from . import _ft, _stop
 from ._outcome import (
     Errors,
     FarmError,
@@ -19,9 +21,11 @@ from ._outcome import (
     Outcome,
     Schedule,
     WorkerStats,
+    short_repr,
 )
 from ._plan import balance, make_chunks, node_cores, plan_workers
 from ._root import Dispatcher, run_static
+from ._stop import FarmStopped, Stop
 from ._worker import Setup, serve_dynamic, serve_static
 
 log = logging.getLogger("ringmpi.farm")
@@ -53,6 +57,21 @@ class Farm:
             ulfm``), survive lost workers: their tasks go to the others, and
             ranks with no free core wait as spares. Without ULFM, a lost
             worker ends the job (a warning says so).
+        journal: Path of a journal (SQLite) that records every outcome on
+            the root as it arrives (see :mod:`ringmpi.journal`). Every rank
+            passes the same ``journal``, ``resume`` and ``grace``.
+        resume: Continue the run the journal holds: tasks with a result there
+            are not run again and come back as if computed; tasks that failed
+            run again, except with ``errors="collect"``, where their error
+            stays. ``"failed"`` reruns the failed tasks in both modes. With no
+            journal at the path, the run starts afresh.
+        force_resume: Resume even a journal of another function or task list.
+        retries: Run a task that raised again, up to this many times (dynamic
+            schedule); every attempt is journaled, the last error is kept.
+        grace: Handle SIGTERM, SIGINT and SIGUSR1 while the farm runs: stop
+            handing out work, wait up to ``grace`` seconds for the chunks in
+            flight, and raise ``FarmStopped`` (exit status 128 + signal) on
+            every rank. None (default) leaves the signals alone.
     """
 
     def __init__(
@@ -71,6 +90,11 @@ class Farm:
         task_timeout: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         fault_tolerant: bool = False,
+        journal: str | None = None,
+        resume: bool | str = False,
+        force_resume: bool = False,
+        retries: int = 0,
+        grace: float | None = None,
     ):
         try:
             self.errors = Errors(errors)
@@ -81,6 +105,26 @@ class Farm:
             raise ValueError("fault tolerance needs the dynamic schedule")
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+        if retries < 0:
+            raise ValueError(f"retries must not be negative, not {retries}")
+        if retries and self.schedule is not Schedule.DYNAMIC:
+            raise ValueError("retries need the dynamic schedule")
+        if resume not in (False, True, "failed"):
+            raise ValueError(f"resume must be True, False or 'failed', not {resume!r}")
+        if grace is not None and grace < 0:
+            raise ValueError(f"grace must not be negative, not {grace}")
+        self.journal_path = None if journal is None else str(journal)
+        self.resume = resume
+        self.force_resume = force_resume
+        self.retries = retries
+        self.grace = grace
+        #: During a run on the root: the open journal, the indices of the
+        #: tasks this run computes, and how many tasks have a final outcome.
+        self._journal: Journal | None = None
+        self._todo: list[int] = []
+        self._final = 0
+        self._results = 0
+        self._stop: Stop | None = None
         self.comm = comm
         self.fn = fn
         self.root = root
@@ -142,15 +186,91 @@ class Farm:
         ft = self.fault_tolerant and config.ulfm_enabled()
         if ft:
             comm.Set_errhandler(MPI.ERRORS_RETURN)
+        self._stop = None if self.grace is None else Stop(self.grace)
         try:
+            kept = self._open_journal(comm, tasks)
             layout = self._gather_layout(comm, ft)
-            if self._is_root:
-                yield from self._root(comm, tasks, layout, ft, start)
-            else:
-                self._serve(comm, ft)
+            with self._stop.installed() if self._stop else _nothing():
+                if self._is_root:
+                    yield from kept
+                    work = [tasks[i] for i in self._todo]
+                    for index, value in self._root(comm, work, layout, ft, start):
+                        yield self._todo[index], value
+                    self._agree_on_stop(comm, ft, len(tasks))
+                else:
+                    self._serve(comm, ft)
+                    self._agree_on_stop(comm, ft, 0)
         finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
             if not self.stats.lost:
                 comm.Free()
+
+    # -- journal and stop -------------------------------------------------------
+
+    def _open_journal(self, comm, tasks: list[Any]) -> list[tuple[int, Any]]:
+        """Open the journal on the root and tell every rank whether it could.
+
+        Returns:
+            On the root, ``(index, value)`` of the tasks the journal already
+            holds (their outcomes come back without running); else empty.
+        """
+        self._todo = list(range(len(tasks)))
+        self._final = self._results = 0
+        if self.journal_path is None:
+            return []
+        problem = None
+        if self._is_root:
+            try:
+                identity = Identity.of(self.fn, tasks)
+                self._journal = Journal.open(
+                    self.journal_path, identity, resume=bool(self.resume), force=self.force_resume
+                )
+            except JournalError as exc:
+                problem = str(exc)
+        # Decided on the root before any work: every rank raises the same error.
+        problem = comm.bcast(problem, root=self.root)
+        if problem is not None:
+            raise JournalError(problem)
+        if self._journal is None:
+            return []
+        kept: list[tuple[int, Any]] = []
+        self._todo = []
+        rerun_failed = self.resume == "failed" or self.errors is Errors.RAISE
+        for index in range(len(tasks)):
+            ok, value = self._journal.previous.get(index, (False, None))
+            if ok or (index in self._journal.previous and not rerun_failed):
+                kept.append((index, value))
+            else:
+                self._todo.append(index)
+        self._final = len(kept)
+        self._results = self._journal.done
+        errors = [value for index, value in kept if index not in self._done_indices()]
+        self.stats.errors.extend(errors)
+        if kept and self.progress is not None:
+            self.progress(len(kept), len(tasks))
+        return kept
+
+    def _done_indices(self) -> set[int]:
+        assert self._journal is not None
+        return {i for i, (ok, _) in self._journal.previous.items() if ok}
+
+    def _agree_on_stop(self, comm, ft: bool, total: int) -> None:
+        """After a stop signal, every rank learns from the root whether the
+        run ended early, and raises ``FarmStopped`` if it did."""
+        if self._stop is None:
+            return
+        signum = self._stop.signum or 0
+        early = self._is_root and signum and self._final < total
+        decided = _stop.agree(comm, signum if early else 0, ft)
+        if decided:
+            raise self._stopped(decided, total, collective=True)
+
+    def _stopped(self, signum: int, total: int, collective: bool) -> FarmStopped:
+        journal = self.journal_path if self._journal is not None else None
+        done = self._journal.done if self._journal is not None else self._results
+        return FarmStopped(signum, done, total, journal, collective)
 
     def _gather_layout(self, comm, ft: bool) -> list[tuple[str, int]] | None:
         """Gather each rank's host and node cores on the root."""
@@ -212,10 +332,13 @@ class Farm:
                 dispatcher = Dispatcher(
                     comm, self.root, self.host, tasks, chunks, setup, stats,
                     ft=ft, stop_on_error=self.errors is Errors.RAISE,
-                    task_timeout=self.task_timeout,
+                    task_timeout=self.task_timeout, retries=self.retries, stop=self._stop,
                 )  # fmt: skip
                 dispatcher.start(active, idle, root_computes)
                 yield from self._emit(dispatcher.outcomes(), tasks)
+                if dispatcher.abandoned and self._stop is not None and self._stop.signum:
+                    # Chunks still in flight past the grace: end the job now.
+                    raise self._stopped(self._stop.signum, self._total(), collective=False)
                 dispatcher.drain()
         finally:
             stats.elapsed = time.perf_counter() - start
@@ -223,21 +346,55 @@ class Farm:
         if stats.errors and self.errors is Errors.RAISE:
             raise FarmError.of(stats.errors)
 
+    def _total(self) -> int:
+        return self._journal.identity.tasks if self._journal is not None else len(self._todo)
+
     def _emit(self, batches: Iterable[list[Outcome]], tasks: list[Any]):
         """Yield ``(index, value)`` per outcome; record errors, and yield them
-        in place of the value when they are collected."""
-        done = 0
+        in place of the value when they are collected. Every outcome, a failed
+        attempt that will be retried included, goes to the journal first."""
+        done = self._final
+        total = self._total()
         for outcomes in batches:
+            retried = getattr(outcomes, "retried", ())
+            if self._journal is not None:
+                self._record(outcomes, tasks)
             for index, value, error in outcomes:
+                if index in retried:
+                    continue
+                done += 1
+                self._final += 1
                 if error is None:
+                    self._results += 1
                     yield index, value
                     continue
                 self.stats.errors.append(error)
                 if self.errors is Errors.COLLECT:
                     yield index, error
-            done += len(outcomes)
             if self.progress is not None:
-                self.progress(done, len(tasks))
+                self.progress(done, total)
+
+    def _record(self, outcomes: list[Outcome], tasks: list[Any]) -> None:
+        journal = self._journal
+        assert journal is not None
+        rank = getattr(outcomes, "rank", None)
+        host = getattr(outcomes, "host", None)
+        ends = getattr(outcomes, "ends", None) or [None] * len(outcomes)
+        start = getattr(outcomes, "start", None)
+        rows = []
+        for (index, value, error), end in zip(outcomes, ends):
+            original = self._todo[index]
+            rows.append(
+                Row(original, journal.next_attempt(original), value, error,
+                    short_repr(tasks[index], 60), rank, host, start, end)
+            )  # fmt: skip
+            start = end
+        journal.record(rows)
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _end(comm, ft: bool, failed: bool, backoff: poll.Backoff | None = None) -> None:

@@ -17,7 +17,17 @@ from typing import Any
 
 from .. import poll
 from . import _ft
-from ._outcome import FarmStats, FarmTimeout, LostWorker, Outcome, Tag, sendable, short_repr
+from ._outcome import (
+    Batch,
+    FarmStats,
+    FarmTimeout,
+    LostWorker,
+    Outcome,
+    Tag,
+    sendable,
+    short_repr,
+)
+from ._stop import Stop
 from ._worker import Setup, prepare, run_chunk
 
 log = logging.getLogger("ringmpi.farm")
@@ -37,6 +47,9 @@ class Dispatcher:
         ft: Whether lost workers are survived (ULFM on).
         stop_on_error: Stop handing out work at the first failed task.
         task_timeout: Seconds a task may run before ``FarmTimeout``.
+        retries: Run a task that raised again, up to this many times.
+        stop: On a stop signal, hand out nothing more and wait for the
+            chunks in flight up to the grace period (then ``abandoned``).
     """
 
     def __init__(
@@ -52,6 +65,8 @@ class Dispatcher:
         ft: bool,
         stop_on_error: bool,
         task_timeout: float | None,
+        retries: int = 0,
+        stop: Stop | None = None,
     ):
         self.comm, self.root, self.host = comm, root, host
         self.tasks = tasks
@@ -74,6 +89,12 @@ class Dispatcher:
         self.helper: threading.Thread | None = None
         self.helper_error: BaseException | None = None
         self.backoff = poll.Backoff()
+        self.retries = retries
+        #: task index -> failed attempts that were retried
+        self.attempts: dict[int, int] = {}
+        self.stop = stop
+        #: stopped on a signal with chunks still in flight
+        self.abandoned = False
 
     # -- handing out ------------------------------------------------------------
 
@@ -118,7 +139,8 @@ class Dispatcher:
             fn = prepare(self.setup)
             while (indices := self.take()) is not None:
                 outcomes, busy = run_chunk(fn, self.payload(indices), self.root, self.host)
-                self.local.put(([sendable(o, self.root, self.host) for o in outcomes], busy))
+                sent = [sendable(o, self.root, self.host) for o in outcomes]
+                self.local.put((Batch.like(outcomes, sent), busy))
         except BaseException as exc:  # never lose a chunk silently
             self.helper_error = exc
 
@@ -130,6 +152,11 @@ class Dispatcher:
     def outcomes(self) -> Iterator[list[Outcome]]:
         """Yield each chunk's outcomes as it arrives, until all are in."""
         while self._pending():
+            if self.stop is not None and self.stop.requested:
+                self.failed = True  # hand out nothing more
+                if self.stop.expired():
+                    self.abandoned = True
+                    return
             if self.chunks and not self.failed and not self._workers_left():
                 # Every worker is lost: the root finishes the work itself.
                 indices = self.chunks.popleft()
@@ -145,9 +172,32 @@ class Dispatcher:
                 continue
             self.backoff.reset()
             for outcomes in arrived:
-                if self.stop_on_error and any(error for _, _, error in outcomes):
+                if self.retries:
+                    outcomes = self._retry(outcomes)
+                if self.stop_on_error and any(
+                    error for i, _, error in outcomes if i not in getattr(outcomes, "retried", ())
+                ):
                     self.failed = True
                 yield outcomes
+
+    def _retry(self, outcomes: list[Outcome]) -> Batch:
+        """Queue the failed tasks of ``outcomes`` that have retries left.
+
+        They go to the back of the queue, so another rank is likely to take
+        them; they are marked ``retried`` so that their error is recorded but
+        not reported.
+        """
+        batch = outcomes if isinstance(outcomes, Batch) else Batch.like(outcomes)
+        retried = set()
+        for index, _, error in batch:
+            if error is not None and self.attempts.get(index, 0) < self.retries:
+                self.attempts[index] = self.attempts.get(index, 0) + 1
+                retried.add(index)
+        if retried:
+            with self.lock:
+                self.chunks.extend([i] for i in sorted(retried))
+            batch.retried = frozenset(retried)
+        return batch
 
     def _pending(self) -> bool:
         return bool(
@@ -272,7 +322,7 @@ def run_static(
     busy = 0.0
     if mine is not None:
         outcomes, busy = run_chunk(prepare(setup), mine[3], root, host)
-        outcomes = [sendable(o, root, host) for o in outcomes]
+        outcomes = Batch.like(outcomes, [sendable(o, root, host) for o in outcomes])
     poll.barrier(comm)
     gathered = comm.gather((outcomes, busy), root=root)
     for rank, (outcomes, busy) in enumerate(gathered):

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import poll
 from ..errors import format_exception
-from ._outcome import Outcome, Tag, call, describe_error, sendable
+from ._outcome import Batch, Outcome, Tag, call, describe_error, sendable
 
 Setup = tuple[Callable[[Any], Any], "Callable[..., Any] | None", tuple[Any, ...]]
 
@@ -43,13 +43,19 @@ def prepare(setup: Setup) -> Callable[[Any], Any]:
 def run_chunk(
     fn: Callable[[Any], Any], chunk: Sequence[tuple[int, Any]], rank: int, host: str
 ) -> tuple[list[Outcome], float]:
-    """Run a chunk of ``(index, task)``; return ``(outcomes, busy_seconds)``."""
-    outcomes: list[Outcome] = []
+    """Run a chunk of ``(index, task)``; return ``(outcomes, busy_seconds)``.
+
+    The outcomes are a :class:`Batch` that says when each task ended.
+    """
+    outcomes = Batch()
+    outcomes.rank, outcomes.host, outcomes.start = rank, host, time.time()
+    ends = outcomes.ends = []
     begin = time.perf_counter()
     for index, task in chunk:
         value, exc = call(fn, task)
         error = None if exc is None else describe_error(exc, index, task, rank, host)
         outcomes.append((index, value, error))
+        ends.append(time.time())
     return outcomes, time.perf_counter() - begin
 
 
@@ -71,7 +77,7 @@ def serve_dynamic(comm, root: int) -> None:
         except (pickle.PicklingError, TypeError, AttributeError):
             # mpi4py pickles before sending, so nothing was sent: send what
             # can be, and an error in place of each part that cannot.
-            outcomes = [sendable(o, rank, host) for o in outcomes]
+            outcomes = Batch.like(outcomes, [sendable(o, rank, host) for o in outcomes])
             comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
         backoff.reset()
 
@@ -88,6 +94,8 @@ def serve_static(comm, root: int) -> None:
         )
         # The gather is collective: a part that cannot be pickled must not
         # fail on this rank alone.
-        outcomes = [sendable(o, comm.Get_rank(), socket.gethostname()) for o in outcomes]
+        outcomes = Batch.like(
+            outcomes, [sendable(o, comm.Get_rank(), socket.gethostname()) for o in outcomes]
+        )
     poll.barrier(comm)
     comm.gather((outcomes, busy), root=root)
