@@ -52,6 +52,17 @@ def wait_until(process: helper.Process, ready, what: str, seconds: float = 60) -
     pytest.fail(f"never {what}\n{process.wait().describe()}")
 
 
+def wait_all_gone(process: helper.Process, seconds: float) -> helper.Result:
+    """Wait until ``mpiexec`` and every process it started have ended (or
+    ``seconds`` pass); return the result, which names any left over."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None and not helper.session_members(process.popen.pid):
+            break
+        time.sleep(0.02)
+    return process.wait()
+
+
 def farm_args(tmp_path: Path, *extra: str, tasks: int = 200, n: int = 21) -> list[str]:
     return [
         PROGRAM, "--journal", str(tmp_path / "run.db"), "--count", str(tmp_path / "count"),
@@ -98,7 +109,7 @@ def test_signal_to_mpiexec_keeps_what_arrived(tmp_path, sig):
     wait_until(process, lambda: done_rows(db) >= 20 and len(rank_pids(process)) == RANKS, "20 rows")
     signalled = time.monotonic()
     os.kill(process.popen.pid, sig)
-    result = process.wait()
+    result = wait_all_gone(process, GRACE + 5)
     gone = time.monotonic() - signalled
     assert gone <= GRACE + 5, result.describe()
     assert result.returncode != 0 and not result.leftovers, result.describe()
@@ -127,7 +138,7 @@ def test_clean_stop(tmp_path, sig, to):
             os.kill(pid, sig)
     else:
         os.kill(process.popen.pid, sig)
-    result = process.wait()
+    result = wait_all_gone(process, GRACE + 5)
     assert time.monotonic() - signalled <= GRACE + 5, result.describe()
     assert result.returncode == 128 + sig and not result.leftovers, result.describe()
     name = signal.Signals(sig).name
