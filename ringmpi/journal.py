@@ -129,8 +129,8 @@ class Summary:
 
 def _connect(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, timeout=0.5)
-    db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA journal_mode=WAL")
     return db
 
 
@@ -200,7 +200,10 @@ class Journal:
     ) -> Journal:
         try:
             db = _connect(path)
-            db.executescript(_SCHEMA)
+            if not exists:  # one transaction, so one write
+                db.executescript(f"BEGIN; {_SCHEMA} COMMIT;")
+            else:
+                db.executescript(_SCHEMA)
             stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
             raise JournalError(f"{path} is not a usable journal: {_describe(exc)}") from None
