@@ -90,7 +90,8 @@ def test_root_killed_ten_times_then_resume_completes(tmp_path):
         assert result.returncode != 0, result.describe()
         assert "done: verified" not in result.stdout, result.describe()
         assert not result.leftovers, result.describe()
-    assert done_rows(db) < 200
+    # The last kill can land after the last result was journaled: the rerun
+    # then computes nothing and still returns every result.
     final = helper.run_mpiexec(RANKS, *args, timeout=90).check(0)
     assert "done: verified 200" in final.stdout
     assert done_rows(db) == 200
