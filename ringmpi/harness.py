@@ -343,6 +343,18 @@ def _start_init_watchdog(seconds: float) -> Callable[[], None]:
     return dismiss
 
 
+def _report_before_mpi(message: str) -> None:
+    """Report an error found before MPI started: launcher rank 0 prints it.
+
+    The other ranks wait a moment before their non-zero exit, which makes the
+    launcher end the job: else it could kill rank 0 before its line is out.
+    """
+    if _launcher_rank(dict(os.environ)) == 0:
+        _print_error(message)
+    else:
+        time.sleep(1.0)
+
+
 def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` as an MPI program and return its exit status.
 
@@ -362,14 +374,13 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     """
     missing = mpilib.missing_library()
     if missing:
-        _print_error(missing)
+        _report_before_mpi(missing)
         return EXIT_FAILURE
     try:
         init_timeout = config.init_timeout()
     except ValueError as exc:
         # MPI has not started: the launcher's rank 0 speaks for every rank.
-        if _launcher_rank(dict(os.environ)) == 0:
-            _print_error(str(exc))
+        _report_before_mpi(str(exc))
         return EXIT_USAGE
     dismiss = _start_init_watchdog(init_timeout)
     from mpi4py import MPI
@@ -382,8 +393,7 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         try:
             check_launcher(size)
         except LauncherMismatch as exc:
-            if _launcher_rank(dict(os.environ)) == 0:
-                _print_error(str(exc))
+            _report_before_mpi(str(exc))
             return exc.exit_code
         try:
             config.check()
