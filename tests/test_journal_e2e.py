@@ -23,6 +23,8 @@ RANKS = 3
 #: Tasks a run can have started but not journaled: one chunk of one task per rank.
 IN_FLIGHT = RANKS
 GRACE = 5.0
+#: Tasks from index 60 on never end: a run stopped mid-way cannot finish first.
+HOLD = ("--hold-from", "60")
 
 
 def done_rows(db: Path) -> int:
@@ -79,7 +81,11 @@ def test_root_killed_ten_times_then_resume_completes(tmp_path):
     moments = [0, 10, 30, 50, 75, 100, 125, 150, 170, 190]
     for moment in moments:
         target = max(moment, done_rows(db) + 1) if moment else 0
-        process = helper.start_mpiexec(RANKS, *args, timeout=90)
+        # Tasks from a few past the target on never end: the run cannot get
+        # past them on any machine, and the kill can still land while the
+        # root writes one of the last few results.
+        held = [*args, "--hold-from", str(target + IN_FLIGHT)]
+        process = helper.start_mpiexec(RANKS, *held, timeout=90)
         if target == 0:
             ready = lambda p=process: db.exists() and 0 in rank_pids(p)  # noqa: E731
         else:
@@ -90,8 +96,6 @@ def test_root_killed_ten_times_then_resume_completes(tmp_path):
         assert result.returncode != 0, result.describe()
         assert "done: verified" not in result.stdout, result.describe()
         assert not result.leftovers, result.describe()
-    # The last kill can land after the last result was journaled: the rerun
-    # then computes nothing and still returns every result.
     final = helper.run_mpiexec(RANKS, *args, timeout=90).check(0)
     assert "done: verified 200" in final.stdout
     assert done_rows(db) == 200
@@ -106,7 +110,8 @@ def test_signal_to_mpiexec_keeps_what_arrived(tmp_path, sig):
     no time for a grace period, but every result that arrived is journaled."""
     db, count = tmp_path / "run.db", tmp_path / "count"
     args = farm_args(tmp_path, "--resume", "--grace", str(GRACE), n=23)
-    process = helper.start_mpiexec(RANKS, *args, timeout=90)
+    # Tasks from 60 on never end, so the signal lands mid-run on any machine.
+    process = helper.start_mpiexec(RANKS, *args, *HOLD, timeout=90)
     wait_until(process, lambda: done_rows(db) >= 20 and len(rank_pids(process)) == RANKS, "20 rows")
     signalled = time.monotonic()
     os.kill(process.popen.pid, sig)
@@ -131,7 +136,8 @@ def test_clean_stop(tmp_path, sig, to):
     says how many results the journal holds, and every rank ends 128+signal."""
     db = tmp_path / "run.db"
     args = farm_args(tmp_path, "--resume", "--grace", str(GRACE), n=23)
-    process = helper.start_mpiexec(RANKS, *args, timeout=90)
+    # Tasks from 60 on never end, so the signal lands mid-run on any machine.
+    process = helper.start_mpiexec(RANKS, *args, *HOLD, timeout=90)
     wait_until(process, lambda: done_rows(db) >= 20 and len(rank_pids(process)) == RANKS, "20 rows")
     signalled = time.monotonic()
     if to == "ranks":
@@ -158,7 +164,7 @@ def test_clean_stop(tmp_path, sig, to):
 
 def test_clean_stop_without_journal_says_what_was_lost(tmp_path):
     count = tmp_path / "count"
-    args = [PROGRAM, "--count", str(count), "--grace", str(GRACE), "--n", "23"]
+    args = [PROGRAM, "--count", str(count), "--grace", str(GRACE), "--n", "23", *HOLD]
     process = helper.start_mpiexec(RANKS, *args, timeout=90)
     wait_until(
         process, lambda: len(computed(count)) >= 20 and len(rank_pids(process)) == RANKS, "20 tasks"
