@@ -82,6 +82,14 @@ def reachable(host: str) -> bool:
     return done.returncode == 0
 
 
+def address(host: str) -> str:
+    """Return host's IPv4 address, or host itself when it has none now."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
+
+
 def port_open(host: str, port: int = 22) -> bool:
     """Return True when host accepts a TCP connection on port within PROBE_TIMEOUT."""
     try:
@@ -104,34 +112,45 @@ class NodeWatch(threading.Thread):
         self.proc = proc
         self.limit = limit
         self.hosts: list[str] = []
+        self.addresses: list[str] = []
         self.lost: list[str] = []
+        #: hosts that did not answer the last probe
+        self.silent: set[str] = set()
         self.done = threading.Event()
 
     def watch(self, hosts: Sequence[str]) -> None:
-        """Start probing ``hosts`` (those that run ranks, known from the map)."""
+        """Start probing ``hosts`` (those that run ranks, known from the map).
+
+        They are probed by address: Docker's DNS takes 10 s to fail for a
+        container cut off its network, longer than a probe may take.
+        """
         self.hosts = list(hosts)
+        self.addresses = [address(h) for h in self.hosts]
         if self.hosts and self.limit > 0:
             self.start()
 
     def run(self) -> None:
         silent_since: dict[str, float] = {}
-        while not self.done.wait(PROBE_INTERVAL):
-            now = time.monotonic()
-            for host, ok in zip(self.hosts, map(port_open, self.hosts)):
-                if ok:
-                    silent_since.pop(host, None)
-                else:
-                    silent_since.setdefault(host, now)
-            self.lost = [h for h, t in silent_since.items() if now - t >= self.limit]
-            if self.lost and not self.done.is_set():
-                print(
-                    f"{PROG}: error: {', '.join(self.lost)} not answering for "
-                    f"{self.limit:g} s: ending the run",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                terminate(self.proc)
-                return
+        with ThreadPoolExecutor(max_workers=min(32, len(self.hosts))) as pool:
+            while not self.done.wait(PROBE_INTERVAL):
+                now = time.monotonic()
+                for host, ok in zip(self.hosts, pool.map(port_open, self.addresses)):
+                    if ok:
+                        silent_since.pop(host, None)
+                    else:
+                        silent_since.setdefault(host, now)
+                self.silent = set(silent_since)
+                end = time.monotonic()  # a probe that failed took PROBE_TIMEOUT
+                self.lost = [h for h, t in silent_since.items() if end - t >= self.limit]
+                if self.lost and not self.done.is_set():
+                    print(
+                        f"{PROG}: error: {', '.join(self.lost)} not answering for "
+                        f"{self.limit:g} s: ending the run",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    terminate(self.proc)
+                    return
 
     def stop(self) -> None:
         self.done.set()
@@ -216,6 +235,18 @@ def mca_defaults(argv: Sequence[str], net: str) -> list[str]:
     ]
 
 
+def seconds(name: str, default: float) -> float:
+    """Return the environment variable name as seconds >= 0 (0: off)."""
+    value = os.environ.get(name, "").strip()
+    try:
+        number = float(value) if value else default
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < 1e9:  # also nan and inf
+        raise LaunchError(f"{name} must be a number of seconds, not {value!r}")
+    return number
+
+
 def run(argv: Sequence[str]) -> int:
     if os.getuid() == 0:
         raise LaunchError("run me as the user mpi (docker exec -u mpi ...)")
@@ -246,8 +277,8 @@ def run(argv: Sequence[str]) -> int:
     env = dict(os.environ)
     # More ranks than slots is allowed; an explicit --map-by still wins.
     env.setdefault("PRTE_MCA_rmaps_default_mapping_policy", "slot:oversubscribe")
-    timeout = float(os.environ.get("RINGMPI_TIMEOUT") or 0)
-    node_timeout = float(os.environ.get("RINGMPI_NODE_TIMEOUT") or NODE_TIMEOUT)
+    timeout = seconds("RINGMPI_TIMEOUT", 0)
+    node_timeout = seconds("RINGMPI_NODE_TIMEOUT", NODE_TIMEOUT)
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, start_new_session=True)
 
@@ -286,8 +317,11 @@ def run(argv: Sequence[str]) -> int:
     # Open MPI 5 may exit 0 after losing a node: check that every node that
     # ran ranks still answers, and fail loudly when one does not.
     used = [h for h in mapper.ranks if h != head]
-    answers = check_hosts([h for h in used if h not in watch.lost])
-    lost = sorted(set(watch.lost) | {h for h, ok in answers.items() if not ok})
+    # (a host that did not answer the watch's last probe is not asked again:
+    # a name Docker's DNS forgot takes 10 s to fail)
+    silent = set(watch.lost) | watch.silent
+    answers = check_hosts([h for h in used if h not in silent])
+    lost = sorted(silent | {h for h, ok in answers.items() if not ok})
     if lost:
         print(
             f"{PROG}: error: lost node{'s' if len(lost) > 1 else ''} during the run: "
