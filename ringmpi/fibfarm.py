@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
 
-from . import __version__, trace
+from . import __version__, fibreport, trace
 from . import fib as fibmod
 from . import journal as journalmod
 from .errors import EXIT_FAILURE
@@ -28,6 +26,7 @@ from .harness import (
     print_result,
     start_watchdog,
 )
+from .progress import ProgressBar
 
 PROG = "python -m ringmpi.fibfarm"
 DEFAULT_TASKS = [38, 37, 36, 35, 34, 33]
@@ -158,6 +157,30 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--force", action="store_true", help="run even when the estimate is over an hour"
     )
+    _add_journal_options(parser.add_argument_group("journal (keep every result; resume)"))
+    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    parser.add_argument(
+        "--trace",
+        metavar="FILE.json",
+        help="write one span per task in Chrome Trace Event format (Perfetto, chrome://tracing)",
+    )
+    parser.add_argument(
+        "--timeline",
+        metavar="FILE.png",
+        help="draw the run as a Gantt chart, a row per rank (needs matplotlib)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the results to FILE instead of stdout (a write error is then an error)",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the results")
+    return parser
+
+
+def _add_journal_options(parser) -> None:
     parser.add_argument(
         "--journal",
         metavar="PATH",
@@ -199,50 +222,6 @@ def build_parser() -> ArgumentParser:
         help="on SIGTERM/SIGINT/SIGUSR1, wait up to S seconds for tasks in flight "
         f"(default {DEFAULT_GRACE:g})",
     )
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
-    parser.add_argument(
-        "--trace",
-        metavar="FILE.json",
-        help="write one span per task in Chrome Trace Event format (Perfetto, chrome://tracing)",
-    )
-    parser.add_argument(
-        "--timeline",
-        metavar="FILE.png",
-        help="draw the run as a Gantt chart, a row per rank (needs matplotlib)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write the results to FILE instead of stdout (a write error is then an error)",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only the results")
-    return parser
-
-
-def _duration(seconds: float) -> str:
-    for unit, size in (("years", 31557600), ("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.1f} s"
-
-
-def _power(log10: float) -> str:
-    """Format ``10**log10`` as ``1.23e+45``, however large (``inf``: past a float)."""
-    if math.isinf(log10):
-        return "more than 1e+308"
-    exponent = math.floor(log10)
-    mantissa = round(10 ** (log10 - exponent), 2)
-    if mantissa >= 10:
-        mantissa, exponent = mantissa / 10, exponent + 1
-    return f"{mantissa:.2f}e+{exponent:02d}"
-
-
-def _log_duration(log10_seconds: float) -> str:
-    if log10_seconds < 15:
-        return _duration(10**log10_seconds)
-    return f"{_power(log10_seconds - math.log10(31557600))} years"
 
 
 def subtasks(tasks: Sequence[int], depth: int) -> list[tuple[int, int]]:
@@ -320,125 +299,6 @@ def run(
     return results, farm.stats
 
 
-class ProgressBar:
-    """A progress bar on stderr that costs nothing per task.
-
-    Redraws at most every 0.2 s on a terminal and every 10 s otherwise (a log
-    file, or mpiexec forwarding stderr), so a run of many tiny tasks is not
-    slowed by drawing it. Use it as a context manager: it closes on every path.
-    """
-
-    def __init__(self, total: int, file: TextIO | None = None):
-        from tqdm import tqdm
-
-        out = sys.stderr if file is None else file
-        tty = out.isatty()
-        self.bar = tqdm(
-            total=total,
-            desc="fib",
-            unit="task",
-            file=out,
-            leave=False,
-            mininterval=0.2 if tty else 10.0,
-            dynamic_ncols=tty,
-        )
-
-    def __call__(self, done: int, total: int) -> None:
-        if total != self.bar.total:
-            self.bar.total = total
-        self.bar.update(done - self.bar.n)
-
-    def __enter__(self) -> ProgressBar:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
-    if args.json:
-        doc: dict[str, Any] = {
-            "program": "fibfarm",
-            "ranks": size,
-            "schedule": args.schedule,
-            "split": args.split,
-            "results": [{"n": n, "fib": v} for n, v in zip(tasks, results)],
-            "elapsed": stats.elapsed,
-            "root_computes": stats.root_computes,
-            "idle_ranks": stats.idle_ranks,
-            "workers": [vars(w) for w in stats.workers],
-            "verified": bool(args.verify),
-            "lost": [vars(lost) for lost in stats.lost],
-        }
-        if baseline is not None:
-            doc.update(sequential=baseline, speedup=baseline / stats.elapsed)
-        return json.dumps(doc, indent=2)
-    lines = [f"fib({n}) = {v}" for n, v in zip(tasks, results)]
-    if args.quiet:
-        return "\n".join(lines)
-    computing = len(stats.workers)
-    lines.append(
-        f"# {plural(len(tasks), 'task')} on {plural(size, 'rank')}, {computing} computing"
-        + (f", {len(stats.idle_ranks)} idle (no free core)" if stats.idle_ranks else "")
-        + f", {args.schedule}"
-        + (f", split {args.split}" if args.split else "")
-    )
-    lines.append(f"# {'rank':>5} {'host':<20} {'tasks':>6} {'busy [s]':>9}")
-    for w in stats.workers:
-        lines.append(f"  {w.rank:>5} {w.host:<20} {w.tasks:>6} {w.busy:>9.3f}")
-    for lost in stats.lost:
-        redone = ", ".join(f"fib({tasks[i]})" for i in _lost_tasks(lost.requeued, args, tasks))
-        lines.append(
-            f"lost worker rank {lost.rank}@{lost.host}; redid its tasks on the others: "
-            + (redone or "none")
-        )
-    lines.append(f"elapsed {stats.elapsed:.3f} s")
-    if baseline is not None:
-        lines.append(
-            f"sequential {baseline:.3f} s, speed-up {baseline / stats.elapsed:.2f}x "
-            f"on {plural(computing, 'computing rank')}"
-        )
-    if args.verify:
-        lines.append(f"verified {plural(len(tasks), 'result')} against exact Fibonacci")
-    lines.append(f"done: {len(results)} of {len(tasks)} results in {stats.elapsed:.3f} s")
-    return "\n".join(lines)
-
-
-def _write_pictures(args, tasks: Sequence[int], stats: FarmStats) -> None:
-    """Write the trace JSON and the timeline PNG that the arguments ask for."""
-    items = subtasks(tasks, args.split)
-
-    def name(index: int) -> str:
-        return f"fib({items[index][1]})"
-
-    def extra(index: int) -> dict[str, Any]:
-        task, m = items[index]
-        value = fibmod.fib_exact(m)
-        return {
-            "n": m,
-            "of task": f"fib({tasks[task]})",
-            "result bytes": (value.bit_length() + 7) // 8,
-        }
-
-    title = f"fibfarm, {args.schedule}" + (f", split {args.split}" if args.split else "")
-    try:
-        if args.trace:
-            trace.write_chrome_trace(args.trace, trace.chrome_trace(stats, name, extra, title))
-        if args.timeline:
-            trace.draw_timeline(args.timeline, stats, name, title)
-    except OSError as exc:
-        raise RingmpiError(f"cannot write {exc.filename}: {exc.strerror}") from None
-
-
-def _lost_tasks(requeued: list[int], args, tasks) -> list[int]:
-    """Map the farm indices a lost worker held back to task indices."""
-    items = subtasks(tasks, args.split)
-    return sorted({items[i][0] for i in requeued})
-
-
 def checked_tasks(args) -> list[int]:
     """Return the tasks the arguments ask for, or raise ``UsageError`` at once.
 
@@ -474,9 +334,11 @@ def checked_tasks(args) -> list[int]:
     log_estimate = fibmod.log10_estimate_seconds(tasks)
     if log_estimate > math.log10(MAX_SECONDS) and not args.force:
         biggest = max(tasks)
+        calls = fibreport.power(fibmod.log10_calls(biggest))
+        cpu = fibreport.log_duration(log_estimate)
         raise UsageError(
-            f"fib({biggest}) by naive recursion makes {_power(fibmod.log10_calls(biggest))} "
-            f"calls: these tasks would take about {_log_duration(log_estimate)} of CPU time "
+            f"fib({biggest}) by naive recursion makes {calls} "
+            f"calls: these tasks would take about {cpu} of CPU time "
             f"(at {fibmod.CALLS_PER_SECOND:.1e} calls/s); pass --force to run them anyway"
         )
     if args.timeline and not trace.have_matplotlib():
@@ -535,10 +397,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sequential != results:
             raise VerifyError("the sequential run and the farm disagree")
     if args.trace or args.timeline:
-        _write_pictures(args, tasks, stats)
+        fibreport.write_pictures(args, tasks, stats)
     if args.timeout is not None:
         watchdog.stop()
-    print_result(_report(tasks, results, stats, baseline, comm.Get_size(), args), args.output)
+    print_result(
+        fibreport.report(tasks, results, stats, baseline, comm.Get_size(), args), args.output
+    )
     return 0
 
 
@@ -548,24 +412,8 @@ def status(argv: Sequence[str] | None = None) -> int:
     if args.journal is None:
         raise UsageError("--status needs --journal PATH")
     summary = journalmod.summarize(args.journal)
-    print(format_status(args.journal, summary), flush=True)
+    print(fibreport.format_status(args.journal, summary), flush=True)
     return 0
-
-
-def format_status(path: str, summary: journalmod.Summary) -> str:
-    """The text of ``--status``."""
-    lines = [
-        f"# journal {path}: {summary.identity.describe()}",
-        f"done {summary.done}, failed {summary.failed}, missing {summary.missing} "
-        f"of {summary.identity.tasks} tasks ({summary.attempts} attempts)",
-    ]
-    if summary.slowest:
-        lines.append(f"# slowest {'index':>6} {'seconds':>9} {'rank@host':<20} task")
-        for idx, task, seconds, where in summary.slowest:
-            lines.append(f"  {'':7} {idx:>6} {seconds:>9.3f} {where or '?':<20} {task}")
-    for idx, task, error in summary.errors:
-        lines.append(f"failed: task {idx} ({task}): {error}")
-    return "\n".join(lines)
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,8 @@ import pytest
 
 from ringmpi import fib
 from ringmpi.farm import balance, call, describe_error, make_chunks, plan_workers
-from ringmpi.fibfarm import ProgressBar, parse_tasks, subtasks
+from ringmpi.fibfarm import parse_tasks, subtasks
+from ringmpi.progress import ProgressBar
 
 
 def test_fib_matches_exact():
