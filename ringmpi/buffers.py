@@ -184,58 +184,64 @@ def time_ring(
     """
     from mpi4py import MPI
 
-    rank, size = comm.Get_rank(), comm.Get_size()
-    source, dest = neighbours(rank, size)
-    # Rank 0 fills its buffer (pages never written would be the kernel's
-    # shared zero page, which flatters single-copy bandwidth); the others
-    # forward what they receive, so the payload goes all the way round.
-    recvbuf = np.zeros(nbytes, np.uint8)
-    sendbuf = pattern(nbytes) if rank == 0 or size == 1 else recvbuf
-    # Typed specs made once: mpi4py need not work the datatype out per call.
-    send_spec, send_type = buffer_spec(sendbuf)
-    recv_spec, recv_type = buffer_spec(recvbuf)
-    if pickled:
-
-        def trip() -> None:
-            nonlocal recvbuf
-            if rank == 0:
-                recvbuf = comm.sendrecv(sendbuf, dest=dest, source=source)
-            else:
-                recvbuf = comm.recv(source=source)
-                comm.send(recvbuf, dest=dest)
-
-    elif size == 1:
-
-        def trip() -> None:
-            comm.Sendrecv(send_spec, dest, 0, recv_spec, source, 0)
-
-    elif rank == 0:
-
-        def trip() -> None:
-            comm.Send(send_spec, dest, 0)
-            comm.Recv(recv_spec, source, 0)
-
-    else:
-
-        def trip() -> None:
-            comm.Recv(recv_spec, source, 0)
-            comm.Send(send_spec, dest, 0)
-
-    for _ in range(warmup):
-        trip()
-    samples = []
-    for _ in range(repeat):
-        comm.Barrier()
-        start = MPI.Wtime()
-        for _ in range(rounds):
+    size = comm.Get_size()
+    trip = _Trip(comm, nbytes, pickled)
+    try:
+        for _ in range(warmup):
             trip()
-        elapsed = MPI.Wtime() - start
-        samples.append(elapsed / (rounds * size) * 1e6)
-    for dtype in (send_type, recv_type):
-        if dtype is not None:
-            dtype.Free()
-    if not comm.allreduce(intact(np.asarray(recvbuf)), op=MPI.LAND):
+        samples = []
+        for _ in range(repeat):
+            comm.Barrier()
+            start = MPI.Wtime()
+            for _ in range(rounds):
+                trip()
+            samples.append((MPI.Wtime() - start) / (rounds * size) * 1e6)
+    finally:
+        trip.free()
+    if not comm.allreduce(intact(np.asarray(trip.recvbuf)), op=MPI.LAND):
         raise RingError(f"a {nbytes}-byte payload arrived changed")
-    if rank != 0:
+    if comm.Get_rank() != 0:
         return None
     return Timing(size=nbytes, hops=size, hop_us=samples)
+
+
+class _Trip:
+    """One trip of rank 0's payload around the ring, as a callable.
+
+    Rank 0 fills its buffer (pages never written would be the kernel's shared
+    zero page, which flatters single-copy bandwidth); the others forward what
+    they receive, so the payload goes all the way round. Buffer specs are
+    made once: mpi4py need not work the datatype out per call.
+    """
+
+    def __init__(self, comm, nbytes: int, pickled: bool):
+        self.comm, self.pickled = comm, pickled
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.source, self.dest = neighbours(self.rank, self.size)
+        self.recvbuf: Any = np.zeros(nbytes, np.uint8)
+        first = self.rank == 0 or self.size == 1
+        self.sendbuf = pattern(nbytes) if first else self.recvbuf
+        self.send_spec, self.send_type = buffer_spec(self.sendbuf)
+        self.recv_spec, self.recv_type = buffer_spec(self.recvbuf)
+
+    def __call__(self) -> None:
+        comm, source, dest = self.comm, self.source, self.dest
+        if self.pickled:
+            if self.rank == 0:
+                self.recvbuf = comm.sendrecv(self.sendbuf, dest=dest, source=source)
+            else:
+                self.recvbuf = comm.recv(source=source)
+                comm.send(self.recvbuf, dest=dest)
+        elif self.size == 1:
+            comm.Sendrecv(self.send_spec, dest, 0, self.recv_spec, source, 0)
+        elif self.rank == 0:
+            comm.Send(self.send_spec, dest, 0)
+            comm.Recv(self.recv_spec, source, 0)
+        else:
+            comm.Recv(self.recv_spec, source, 0)
+            comm.Send(self.send_spec, dest, 0)
+
+    def free(self) -> None:
+        for dtype in (self.send_type, self.recv_type):
+            if dtype is not None:
+                dtype.Free()
