@@ -22,6 +22,7 @@ import pytest
 from ringmpi.fib import fib_exact
 
 FAULTY = str(Path(__file__).parent / "programs" / "faulty_farm.py")
+FAULTY_POOL = str(Path(__file__).parent / "programs" / "faulty_pool.py")
 RING = ["-m", "ringmpi.ring"]
 FIBFARM = ["-m", "ringmpi.fibfarm"]
 #: Tasks that keep two workers busy for a few seconds.
@@ -51,6 +52,9 @@ class Case:
             error); never one per rank.
         errors: How many ``error:`` lines may appear, all matching ``message``
             (more than one only where the rank that would report is stopped).
+        traceback_line: With ``traceback``, a regex for the traceback's last line.
+        tracebacks: With ``traceback``, how many ``Traceback`` headers (a task's
+            remote traceback is printed as the cause of the root's).
     """
 
     n: int
@@ -65,6 +69,8 @@ class Case:
     stdout: list[str] | None = None
     traceback: bool = False
     errors: int = 1
+    traceback_line: str = r"^\[1@\S+\] RuntimeError: injected failure on rank 1$"
+    tracebacks: int = 1
 
 
 # -- injecting faults into running ranks ---------------------------------------
@@ -262,6 +268,45 @@ RUNTIME = {
         # The stopped root reports too, once Open MPI wakes it to end it.
         errors=3,
     ),
+    # The executor and the pool: a task raising in pool.map, the root's own code
+    # raising inside the block, a worker killed (no ULFM) while tasks run.
+    "pool-map-task-raises": Case(
+        3,
+        [FAULTY_POOL, "map-raises"],
+        1,
+        "",
+        seconds=15,
+        traceback=True,
+        traceback_line=r"^\[0@\S+\] ZeroDivisionError: task five divides by zero$",
+        tracebacks=2,
+    ),
+    "executor-block-raises": Case(
+        3,
+        [FAULTY_POOL, "block-raises"],
+        1,
+        "",
+        seconds=15,
+        traceback=True,
+        traceback_line=r"^\[0@\S+\] RuntimeError: injected failure in the block$",
+    ),
+    "pool-worker-sigkill": Case(
+        3,
+        [FAULTY_POOL, "worker-killed"],
+        ANY,
+        r"rank 2 with PID \d+ on node \S+ exited on",
+        source="mpiexec",
+        fault=signal_when_busy(2, signal.SIGKILL, busy=0.3),
+    ),
+    "pool-worker-sigkill-ft": Case(
+        4,
+        [FAULTY_POOL, "worker-killed-ft"],
+        0,
+        "",
+        seconds=60,
+        fault=signal_when_busy(1, signal.SIGKILL, busy=0.5),
+        mpiexec_args=["--with-ft", "ulfm"],
+        stdout=[f"square({x}) = {x * x}" for x in range(6)],
+    ),
     "uncaught-exception-one-rank": Case(3, [FAULTY, "crash"], 1, "", seconds=10, traceback=True),
     "ring-one-rank": Case(
         1,
@@ -303,17 +348,15 @@ def check_case(case: Case, result: helper.Result) -> None:
     assert result.elapsed < case.seconds, why
     assert result.leftovers == [], f"processes left behind: {result.leftovers}\n{why}"
     if case.stdout is not None:
-        results = ("fib(", "I am rank", "Processor 0")
+        results = ("fib(", "I am rank", "Processor 0", "square(")
         lines = [line for line in result.stdout_lines if line.startswith(results)]
         assert lines == case.stdout, why
     else:
         assert "done:" not in result.stdout, why
     tracebacks = result.stderr.count("Traceback (most recent call last)")
     if case.traceback:
-        assert tracebacks == 1, why
-        assert re.search(
-            r"^\[1@\S+\] RuntimeError: injected failure on rank 1$", result.stderr, re.MULTILINE
-        ), why
+        assert tracebacks == case.tracebacks, why
+        assert re.search(case.traceback_line, result.stderr, re.MULTILINE), why
     else:
         assert tracebacks == 0, why
     if not case.message:

@@ -1,0 +1,56 @@
+"""The executor and the pool when things go wrong; for the failure catalogue.
+
+``python faulty_pool.py MODE`` with MODE one of map-raises (a task raises
+inside ``pool.map``), block-raises (the root's own code raises inside the
+``with FarmExecutor`` block while tasks run), worker-killed (tasks run until
+a worker is killed from outside), worker-killed-ft (the same, fault
+tolerant: under ULFM the lost worker's tasks run again elsewhere).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from mpi4py import MPI
+
+from ringmpi import FarmExecutor, FarmPool
+from ringmpi.harness import launch
+
+MODE = sys.argv[1]
+
+
+def task(x):
+    if x == 5 and MODE == "map-raises":
+        raise ZeroDivisionError("task five divides by zero")
+    if MODE.startswith("worker-killed"):
+        # Busy: the catalogue kills a worker once it has used some CPU.
+        end = time.process_time() + (5 if MODE == "worker-killed" else 1)
+        while time.process_time() < end:
+            pass
+    return x * x
+
+
+def main(argv):
+    comm = MPI.COMM_WORLD
+    if MODE == "block-raises":
+        with FarmExecutor(comm) as ex:
+            if ex is not None:
+                futures = [ex.submit(task, i) for i in range(100)]
+                futures[0].result()
+                raise RuntimeError("injected failure in the block")
+        return 0
+    if MODE == "worker-killed-ft":
+        with FarmPool(comm, fault_tolerant=True) as pool:
+            if pool is not None:
+                for x, value in zip(range(6), pool.imap(task, range(6))):
+                    print(f"square({x}) = {value}", flush=True)
+        return 0
+    with FarmPool(comm) as pool:
+        if pool is not None:
+            print("done:", pool.map(task, range(10), chunksize=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(launch(main, sys.argv[1:]))
