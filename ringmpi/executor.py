@@ -287,7 +287,7 @@ class FarmExecutor(Executor):
     ):
         self._comm = comm
         self._root = root
-        self._options = {
+        self._options: dict[str, Any] = {
             "cores": cores,
             "task_timeout": task_timeout,
             "fault_tolerant": fault_tolerant,
@@ -308,14 +308,13 @@ class FarmExecutor(Executor):
         self._service = service
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self._service is None:
-            return False
+            return
         self.shutdown(wait=True, cancel_futures=exc is not None)
         broken = self._service.broken
         if exc is None and broken is not None:
             raise broken
-        return False
 
     @property
     def stats(self) -> FarmStats:

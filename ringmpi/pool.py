@@ -184,14 +184,13 @@ class FarmPool:
             return None
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self._service is not None:
             if exc is None:
                 self.close()
                 self.join()
             else:
                 self.terminate()
-        return False
 
     @property
     def workers(self) -> int:

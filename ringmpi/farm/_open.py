@@ -60,7 +60,7 @@ class OpenDispatcher(Dispatcher):
     ):
         self.open_tasks: dict[int, Call] = {}
         super().__init__(
-            comm, root, host, self.open_tasks, [], setup, stats,
+            comm, root, host, self.open_tasks, [], setup, stats,  # type: ignore[arg-type]
             ft=ft, stop_on_error=False, task_timeout=task_timeout,
         )  # fmt: skip
         #: index -> the future of every task added and not yet resolved
