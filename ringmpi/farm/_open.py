@@ -2,11 +2,15 @@
 
 The executor and the pool (:mod:`ringmpi.executor`, :mod:`ringmpi.pool`) feed
 it one future at a time. It is the farm's :class:`~._root.Dispatcher` with
-three changes: a worker with nothing to do is parked until work comes (never
-released before the end), chunks are cut when a worker asks, from whatever
-is waiting (guided: a share of the waiting tasks, so a burst of tiny tasks
-travels in a few messages and a lone task goes at once), and a future that
-was cancelled before its chunk was cut is never sent.
+four changes: a worker with nothing to do is parked until work comes (never
+released before the end); chunks are cut when a worker needs one, from
+whatever is waiting (guided: a share of the waiting tasks, so a burst of tiny
+tasks travels in a few messages and a lone task goes at once); each worker
+holds up to ``DEPTH`` chunks, so that it starts the next one while the root
+is still taking in the last result (the worker's loop is unchanged: the next
+chunk simply waits in its queue of messages); and a future that was cancelled
+before its chunk was cut is never sent. ``in_flight`` holds, per rank, all
+the task indices it holds and when the oldest chunk was sent.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
@@ -24,6 +29,9 @@ from ._worker import Setup, prepare, run_chunk
 
 #: A task as the workers run it: ``(fn, args, kwargs)``.
 Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
+
+#: Chunks a worker holds at once.
+DEPTH = 2
 
 
 def apply(task: Call) -> Any:
@@ -66,6 +74,8 @@ class OpenDispatcher(Dispatcher):
         #: index -> the future of every task added and not yet resolved
         self.futures: dict[int, Future] = {}
         self.computing = max(1, computing)
+        #: rank -> the chunks it holds, oldest first, with when each was sent
+        self.sent: dict[int, deque[tuple[list[int], float]]] = {}
         self.closing = False
         self.lock = threading.RLock()  # type: ignore[assignment]
         self.ready = threading.Condition(self.lock)
@@ -93,6 +103,11 @@ class OpenDispatcher(Dispatcher):
             self.ready.notify()
         while self.parked and self.chunks:
             self.dispatch(self.parked.pop(0))
+        for rank, held in list(self.sent.items()):
+            if not self.chunks:
+                break
+            if 0 < len(held) < DEPTH:
+                self.dispatch(rank)
 
     def close(self) -> None:
         """No more tasks will come: the root's compute thread may end."""
@@ -144,11 +159,11 @@ class OpenDispatcher(Dispatcher):
             return None
 
     def dispatch(self, rank: int) -> None:
-        """Give ``rank`` its next chunk, or park it until work comes."""
-        while (indices := self.take()) is not None:
-            payload = self.payload(indices)
+        """Top ``rank`` up to ``DEPTH`` chunks, or park it if it holds none."""
+        held = self.sent.setdefault(rank, deque())
+        while len(held) < DEPTH and (indices := self.take()) is not None:
             try:
-                request = self.comm.isend(payload, rank, Tag.TASK)
+                request = self.comm.isend(self.payload(indices), rank, Tag.TASK)
             except (pickle.PicklingError, TypeError, AttributeError):
                 # mpi4py pickles before sending, so nothing was sent: fail the
                 # tasks that cannot travel and send the others.
@@ -156,10 +171,34 @@ class OpenDispatcher(Dispatcher):
                 if not indices:
                     continue
                 request = self.comm.isend(self.payload(indices), rank, Tag.TASK)
-            self.in_flight[rank] = (indices, time.perf_counter())
+            held.append((indices, time.perf_counter()))
             self.requests.append(request)
-            return
-        self.parked.append(rank)
+        self._note(rank)
+        if not held and rank not in self.parked:
+            self.parked.append(rank)
+
+    def _note(self, rank: int) -> None:
+        """Keep ``in_flight`` in step with the chunks ``rank`` holds."""
+        held = self.sent.get(rank)
+        if held:
+            self.in_flight[rank] = ([i for chunk, _ in held for i in chunk], held[0][1])
+        else:
+            self.in_flight.pop(rank, None)
+
+    def on_result(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
+        """Note ``rank``'s finished chunk (its oldest) and top it up."""
+        held = self.sent[rank]
+        held.popleft()
+        if held:  # the next chunk starts now
+            held[0] = (held[0][0], time.perf_counter())
+        self.dispatch(rank)
+        self._count(rank, outcomes, busy)
+
+    def recover(self) -> None:
+        """As the farm's, and forget what the lost ranks held."""
+        super().recover()
+        for lost in self.stats.lost:
+            self.sent.pop(lost.rank, None)
 
     def _fail_unpicklable(self, indices: list[int]) -> list[int]:
         kept = []
