@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from ringmpi import bench, bench_fib, bench_ring
+from ringmpi import bench, bench_fib, bench_pool, bench_ring
 
 BENCH = ("-m", "ringmpi.bench")
 ROW_KEYS = {
@@ -64,6 +64,29 @@ def test_fib_quick_json(mpirun):
     assert targets == {"article", "uniform", "tiny", "empty"}
     for target in report["targets"]:
         assert set(target) == {"target", "value", "limit", "met"}
+
+
+def test_pool_quick_json(mpirun):
+    pytest.importorskip("emcee")
+    pytest.importorskip("schwimmbad")
+    result = mpirun(3, *BENCH, "pool", "--quick", "--json", timeout=240).check(0)
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "pool"
+    assert list(report["workloads"]) == list(bench_pool.WORKLOADS)
+    for name, work in report["workloads"].items():
+        assert work["n"] == bench_pool.SIZES[name][1]
+        rows = work["rows"]
+        assert [row["approach"] for row in rows] == list(bench_pool.APPROACHES[name])
+        for row in rows:
+            assert row["correct"] is True, (name, row)
+            assert row["wall_min"] > 0 and len(row["walls"]) == 1
+    targets = [t["target"] for t in report["targets"]]
+    assert len(targets) == 7, targets
+
+
+def test_pool_quick_table_one_workload(mpirun):
+    result = mpirun(3, *BENCH, "pool", "--quick", "-w", "submit", "-q", timeout=120).check(0)
+    assert [row[0] for row in data_rows(result.stdout)] == ["farm-executor", "futures"]
 
 
 def test_fib_quick_table_filtered(mpirun):

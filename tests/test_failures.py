@@ -155,7 +155,9 @@ USAGE = {
     "fib-split-neg": Case(3, [*FIBFARM, "--split=-1"], 2, "--split: must be between 0 and 30"),
     "fib-split-big": Case(3, [*FIBFARM, "--split", "31"], 2, "--split: must be between"),
     "fib-chunksize-0": Case(3, [*FIBFARM, "--chunksize", "0"], 2, "--chunksize"),
-    "fib-timeout-0": Case(3, [*FIBFARM, "--timeout", "0"], 2, "--timeout: must be a positive finite number"),
+    "fib-timeout-0": Case(
+        3, [*FIBFARM, "--timeout", "0"], 2, "--timeout: must be a positive finite number"
+    ),
     "fib-task-timeout-abc": Case(3, [*FIBFARM, "--task-timeout", "x"], 2, "invalid number"),
     "fib-ft-static": Case(
         3, [*FIBFARM, "--fault-tolerant", "--schedule", "static"], 2, "needs the dynamic"
@@ -288,6 +290,9 @@ RUNTIME = {
         seconds=15,
         traceback=True,
         traceback_line=r"^\[0@\S+\] RuntimeError: injected failure in the block$",
+    ),
+    "executor-task-never-returns": Case(
+        3, [FAULTY_POOL, "hang"], ANY, r"rank \d+@\S+ has run task\(s\) \d+ .* limit of 2 s"
     ),
     "pool-worker-sigkill": Case(
         3,

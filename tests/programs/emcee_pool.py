@@ -9,9 +9,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from poolfns import emcee_chain  # noqa: E402
+from poolfns import emcee_chain
 
-from ringmpi import FarmPool  # noqa: E402
+from ringmpi import FarmPool
 
 pool = FarmPool()
 if not pool.is_master():

@@ -4,7 +4,8 @@
 inside ``pool.map``), block-raises (the root's own code raises inside the
 ``with FarmExecutor`` block while tasks run), worker-killed (tasks run until
 a worker is killed from outside), worker-killed-ft (the same, fault
-tolerant: under ULFM the lost worker's tasks run again elsewhere).
+tolerant: under ULFM the lost worker's tasks run again elsewhere), hang
+(a submitted task never returns; the executor's task_timeout is 2 s).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ MODE = sys.argv[1]
 
 
 def task(x):
+    if x == 5 and MODE == "hang":
+        while True:
+            time.sleep(0.1)
     if x == 5 and MODE == "map-raises":
         raise ZeroDivisionError("task five divides by zero")
     if MODE.startswith("worker-killed"):
@@ -33,6 +37,12 @@ def task(x):
 
 def main(argv):
     comm = MPI.COMM_WORLD
+    if MODE == "hang":
+        with FarmExecutor(comm, task_timeout=2) as ex:
+            if ex is not None:
+                futures = [ex.submit(task, i) for i in range(10)]
+                print("done:", [f.result() for f in futures], flush=True)
+        return 0
     if MODE == "block-raises":
         with FarmExecutor(comm) as ex:
             if ex is not None:

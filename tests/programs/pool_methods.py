@@ -8,9 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from poolfns import run_calls  # noqa: E402
+from poolfns import run_calls
 
-from ringmpi import FarmPool  # noqa: E402
+from ringmpi import FarmPool
 
 with FarmPool() as pool:
     if pool is not None:
