@@ -10,6 +10,11 @@
 # half of the head's user key leaves the head (as /cluster/ssh/authorized_keys).
 set -eu
 
+# The Slurm image (docker/Dockerfile with FLAVOUR=slurm) runs Slurm, not sshd.
+if [ -x /usr/sbin/slurmd ]; then
+    exec /usr/local/bin/ringmpi-slurm-node "$@"
+fi
+
 shared=/cluster
 host=$(hostname)
 ready=/run/ringmpi-ready

@@ -37,9 +37,10 @@ APPROACHES = (
     "farm-dynamic",
     "farm-static",
     "farm-split",
+    "farm-trace",
 )
 #: Approaches that need every rank; the others run on rank 0 alone.
-MPI_APPROACHES = ("futures", "farm-dynamic", "farm-static", "farm-split")
+MPI_APPROACHES = ("futures", "farm-dynamic", "farm-static", "farm-split", "farm-trace")
 #: What each approach's speed-up is measured against.
 BASELINE = {"c-threads": "c-sequential"}
 DESCRIPTION = {
@@ -53,6 +54,7 @@ DESCRIPTION = {
     "farm-dynamic": "ringmpi fibfarm, dynamic (workers pull chunks)",
     "farm-static": "ringmpi fibfarm, static scatter/gather of balanced shares",
     "farm-split": "ringmpi fibfarm, dynamic, each fib(n) split 3 levels",
+    "farm-trace": "ringmpi fibfarm, dynamic, with trace=True (one span per task)",
 }
 #: Levels of unfolding for ``farm-split``.
 SPLIT_DEPTH = 3
@@ -61,10 +63,19 @@ WORKLOAD_NAMES = ("article", "uniform", "tiny", "empty")
 TINY_SEED = 20261125
 
 C_SOURCE = """\
-/* The article's slow Fibonacci, in C: naive recursion. */
+/* The article's slow Fibonacci, in C: naive recursion, base case n <= 2. */
+#ifdef RINGMPI_COUNT_CALLS
+long long ringmpi_fib_calls = 0;
+#endif
+
 long long ringmpi_fib(int n)
 {
-    return n < 2 ? n : ringmpi_fib(n - 1) + ringmpi_fib(n - 2);
+#ifdef RINGMPI_COUNT_CALLS
+    ringmpi_fib_calls++;
+#endif
+    if (n <= 2)
+        return 1;
+    return ringmpi_fib(n - 1) + ringmpi_fib(n - 2);
 }
 """
 
@@ -78,7 +89,7 @@ def workloads(quick: bool = False) -> dict[str, list[int]]:
 
     ``article`` is the article's 38..33; ``uniform`` five each of 25..32;
     ``tiny`` many small tasks (seeded, so every run has the same); ``empty``
-    tasks of ``fib(0)``, which do nothing, for per-task overhead.
+    tasks of ``fib(1)``, one call that returns at once, for per-task overhead.
     """
     rng = random.Random(TINY_SEED)
     if quick:
@@ -86,13 +97,13 @@ def workloads(quick: bool = False) -> dict[str, list[int]]:
             "article": [22, 21, 20, 19, 18, 17],
             "uniform": [n for n in range(12, 16) for _ in range(2)],
             "tiny": [rng.randint(5, 10) for _ in range(40)],
-            "empty": [0] * 50,
+            "empty": [1] * 50,
         }
     return {
         "article": [38, 37, 36, 35, 34, 33],
         "uniform": [n for n in range(25, 33) for _ in range(5)],
         "tiny": [rng.randint(15, 20) for _ in range(1000)],
-        "empty": [0] * 2000,
+        "empty": [1] * 2000,
     }
 
 
@@ -178,12 +189,16 @@ def find_compiler(environ: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def build_c_kernel(directory: str | os.PathLike[str], compiler: str | None = None) -> Path:
+def build_c_kernel(
+    directory: str | os.PathLike[str], compiler: str | None = None, count_calls: bool = False
+) -> Path:
     """Compile ``C_SOURCE`` into a shared library in ``directory``.
 
     Args:
         directory: Where the source and the library are written.
         compiler: The compiler command (default ``find_compiler()``).
+        count_calls: Build the variant that counts its calls in the global
+            ``ringmpi_fib_calls`` (for tests; the benchmark's kernel does not).
 
     Returns:
         The path of the shared library.
@@ -198,6 +213,8 @@ def build_c_kernel(directory: str | os.PathLike[str], compiler: str | None = Non
     lib = Path(directory) / "ringmpi_fib.so"
     src.write_text(C_SOURCE)
     argv = [*shlex.split(compiler), "-O2", "-shared", "-fPIC", "-o", str(lib), str(src)]
+    if count_calls:
+        argv.insert(-1, "-DRINGMPI_COUNT_CALLS")
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -364,6 +381,7 @@ def run_mpi_approach(comm, approach: str, tasks: list[int] | None):
         tasks if rank == 0 else None,
         schedule="static" if approach == "farm-static" else "dynamic",
         split=SPLIT_DEPTH if approach == "farm-split" else 0,
+        trace=approach == "farm-trace",
     )
     wall, cpu = MPI.Wtime() - start, time.process_time() - cpu
     if done is None:
@@ -487,14 +505,18 @@ def _describe_tasks(tasks: Sequence[int]) -> str:
     return f"{len(tasks)} tasks, n in {min(tasks)}..{max(tasks)}"
 
 
+def _runs(n: int) -> str:
+    return f"{n} run" if n == 1 else f"{n} runs"
+
+
 def format_report(report: dict[str, Any], quiet: bool = False) -> str:
     """Return the fixed-width, ``#``-headed table of a fib report."""
     lines = []
     if not quiet:
         lines.append(
             f"# ringmpi.bench fib: {report['ranks']} MPI ranks, P = {report['processes']} "
-            f"for pools/children/threads, {report['repeat']} runs each"
-            + (" (quick)" if report["quick"] else "")
+            f"for pools/children/threads, {_runs(report['repeat'])} each"
+            + (" (quick: results checked, timings not compared)" if report["quick"] else "")
         )
     for name, work in report["workloads"].items():
         lines.append(f"# workload {name}: {work['n']}")

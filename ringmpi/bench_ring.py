@@ -173,8 +173,10 @@ def format_report(report: dict[str, Any], quiet: bool = False) -> str:
     lines = []
     if not quiet:
         lines.append(
-            f"# ringmpi.bench ring: {report['ranks']} ranks, best of {report['repeat']} "
-            "samples per method; hop = one message between neighbours"
+            f"# ringmpi.bench ring: {report['ranks']} ranks, "
+            + ("1 sample" if report["repeat"] == 1 else f"best of {report['repeat']} samples")
+            + " per method; hop = one message between neighbours"
+            + (" (quick: results checked, timings not compared)" if report["quick"] else "")
         )
         lines.append(
             "# ring = ringmpi buffer Send/Recv; ringtest = mpi4py.bench ringtest (per loop / "

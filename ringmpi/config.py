@@ -13,11 +13,14 @@ CORES = "RINGMPI_CORES"
 #: Longest sleep, in seconds, between polls while a rank waits for a message.
 POLL_MAX_SLEEP = "RINGMPI_POLL_MAX_SLEEP"
 
+#: Seconds every rank of a farm may take to join it (0: for ever).
+JOIN_TIMEOUT = "RINGMPI_JOIN_TIMEOUT"
+
 #: Seconds a rank waits for MPI to start before giving up (0: for ever).
 INIT_TIMEOUT = "RINGMPI_INIT_TIMEOUT"
 
-#: The longest start-up wait one may ask for: a week.
-MAX_INIT_TIMEOUT = 7 * 86400.0
+#: The longest wait one may ask for: a week.
+MAX_WAIT = 7 * 86400.0
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -74,17 +77,32 @@ def init_timeout(environ: Mapping[str, str] | None = None) -> float:
         ValueError: The variable is set but is not a number of seconds from 0
             to a week.
     """
-    value = _env(environ).get(INIT_TIMEOUT, "").strip()
+    return _seconds(INIT_TIMEOUT, _env(environ).get(INIT_TIMEOUT, "").strip(), 60.0)
+
+
+def join_timeout(environ: Mapping[str, str] | None = None) -> float | None:
+    """Return how long a farm waits for all its ranks (default 300 s; None: for ever).
+
+    Raises:
+        ValueError: The variable is set but is not a number of seconds from 0
+            to a week.
+    """
+    value = _env(environ).get(JOIN_TIMEOUT, "").strip()
+    seconds = _seconds(JOIN_TIMEOUT, value, 300.0)
+    return seconds or None
+
+
+def _seconds(name: str, value: str, default: float) -> float:
     if not value:
-        return 60.0
+        return default
     try:
         seconds = float(value)
     except ValueError:
         seconds = math.nan
-    if not 0 <= seconds <= MAX_INIT_TIMEOUT:
+    if not 0 <= seconds <= MAX_WAIT:
         raise ValueError(
-            f"{INIT_TIMEOUT} must be a number of seconds from 0 (wait for ever) "
-            f"to {MAX_INIT_TIMEOUT:g}, not {value!r}"
+            f"{name} must be a number of seconds from 0 (wait for ever) "
+            f"to {MAX_WAIT:g}, not {value!r}"
         )
     return seconds
 
@@ -98,3 +116,4 @@ def check(environ: Mapping[str, str] | None = None) -> None:
     cores(environ)
     poll_max_sleep(environ)
     init_timeout(environ)
+    join_timeout(environ)

@@ -47,6 +47,16 @@ class ConfigError(RingmpiError):
     collective = True
 
 
+class OutputError(RingmpiError):
+    """The results could not be written (a full disk, say)."""
+
+
+class OutputClosed(RingmpiError):
+    """Whoever read the output stopped reading (``| head``): end quietly."""
+
+    exit_code = 0
+
+
 class LauncherMismatch(RingmpiError):
     """The launcher started N processes but each sees a world of one rank."""
 

@@ -38,6 +38,7 @@ from .farm import _ft
 from .farm._open import Call, OpenDispatcher, apply
 from .farm._outcome import FarmStats, WorkerStats
 from .farm._plan import node_cores, plan_workers
+from .farm._start import join
 from .farm._worker import Setup, serve_dynamic
 
 log = logging.getLogger("ringmpi.executor")
@@ -227,8 +228,13 @@ def start(
             "a lost worker will end the job"
         )
     # A private communicator keeps the executor's messages apart from the
-    # caller's, and lets fault tolerance change only its error handler.
-    private = comm.Dup()
+    # caller's, and lets fault tolerance change only its error handler; the
+    # farm's join bounds the wait for a rank that never enters.
+    try:
+        timeout = config.join_timeout()
+    except ValueError as exc:
+        raise RingmpiError(str(exc)) from None
+    private = join(comm, root, timeout)
     if ft:
         private.Set_errhandler(MPI.ERRORS_RETURN)
     layout = private.gather((socket.gethostname(), node_cores(private)), root=root)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+from . import __version__, trace
 from . import fib as fibmod
 from .farm import Farm, FarmStats
 from .harness import (
@@ -18,7 +20,9 @@ from .harness import (
     UsageError,
     int_arg,
     launch,
+    plural,
     positive_float,
+    print_result,
     start_watchdog,
 )
 
@@ -26,6 +30,9 @@ PROG = "python -m ringmpi.fibfarm"
 DEFAULT_TASKS = [38, 37, 36, 35, 34, 33]
 #: Estimated single-core time above which a run needs --force.
 MAX_SECONDS = 3600.0
+#: Most tasks a run may have, after --split (even with --force): each costs
+#: the root memory and time to hand out.
+MAX_TASKS = 1_000_000
 
 _RANGE_RE = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
 
@@ -49,18 +56,22 @@ def parse_tasks(words: Sequence[str]) -> list[int]:
                 "empty task: give positive integers such as 38 or ranges such as 30-35"
             )
         for part in parts:
-            tasks += _parse_word(part)
+            tasks += _parse_word(part, MAX_TASKS - len(tasks))
     if not tasks:
         raise ValueError("no tasks given")
     return tasks
 
 
-def _parse_word(word: str) -> list[int]:
+def _parse_word(word: str, room: int) -> list[int]:
     match = _RANGE_RE.match(word)
     if match and not word.strip().startswith("-"):
         lo, hi = int(match.group(1)), int(match.group(2))
         if min(lo, hi) < 1:
             raise ValueError(f"invalid range {word!r}: n must be at least 1")
+        if abs(hi - lo) + 1 > room:
+            raise ValueError(
+                f"range {word!r} makes {abs(hi - lo) + 1} tasks: a run may have at most {MAX_TASKS}"
+            )
         step = 1 if hi >= lo else -1
         return list(range(lo, hi + step, step))
     try:
@@ -79,6 +90,7 @@ def build_parser() -> ArgumentParser:
         prog=PROG,
         description="compute the slow recursive Fibonacci of each task over MPI ranks",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "tasks",
         nargs="*",
@@ -97,7 +109,9 @@ def build_parser() -> ArgumentParser:
         metavar="D",
         help="unfold each fib(n) D levels into up to 2^D sub-calls (same work, smaller pieces)",
     )
-    parser.add_argument("--chunksize", type=int_arg(1), default=None, help="tasks per chunk")
+    parser.add_argument(
+        "--chunksize", type=int_arg(1), default=None, metavar="N", help="tasks per chunk"
+    )
     parser.add_argument(
         "--baseline", action="store_true", help="also time a sequential run and show the speed-up"
     )
@@ -105,7 +119,11 @@ def build_parser() -> ArgumentParser:
         "--verify", action="store_true", help="check every result against exact Fibonacci"
     )
     parser.add_argument(
-        "--timeout", type=positive_float, default=None, help="abort the run after SECONDS"
+        "--timeout",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="abort the run after SECONDS",
     )
     parser.add_argument(
         "--task-timeout",
@@ -123,7 +141,23 @@ def build_parser() -> ArgumentParser:
         "--force", action="store_true", help="run even when the estimate is over an hour"
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    parser.add_argument(
+        "--trace",
+        metavar="FILE.json",
+        help="write one span per task in Chrome Trace Event format (Perfetto, chrome://tracing)",
+    )
+    parser.add_argument(
+        "--timeline",
+        metavar="FILE.png",
+        help="draw the run as a Gantt chart, a row per rank (needs matplotlib)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the results to FILE instead of stdout (a write error is then an error)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the results")
     return parser
 
@@ -133,6 +167,23 @@ def _duration(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f} {unit}"
     return f"{seconds:.1f} s"
+
+
+def _power(log10: float) -> str:
+    """Format ``10**log10`` as ``1.23e+45``, however large (``inf``: past a float)."""
+    if math.isinf(log10):
+        return "more than 1e+308"
+    exponent = math.floor(log10)
+    mantissa = round(10 ** (log10 - exponent), 2)
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.2f}e+{exponent:02d}"
+
+
+def _log_duration(log10_seconds: float) -> str:
+    if log10_seconds < 15:
+        return _duration(10**log10_seconds)
+    return f"{_power(log10_seconds - math.log10(31557600))} years"
 
 
 def subtasks(tasks: Sequence[int], depth: int) -> list[tuple[int, int]]:
@@ -146,8 +197,8 @@ def fib_of(item: tuple[int, int]) -> int:
 
 
 def fib_cost(item: tuple[int, int]) -> float:
-    """Relative cost of a split task: the calls it makes."""
-    return float(fibmod.calls(item[1]))
+    """Relative cost of a split task: the calls it makes (capped, to stay a float)."""
+    return 10 ** min(fibmod.log10_calls(item[1]), 290.0)
 
 
 def run(
@@ -160,6 +211,7 @@ def run(
     task_timeout: float | None = None,
     fault_tolerant: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    trace: bool = False,
 ) -> tuple[list[int], FarmStats] | None:
     """Run the farm of ``fib`` over ``tasks``; collective.
 
@@ -172,6 +224,7 @@ def run(
         task_timeout: Seconds one task may run.
         fault_tolerant: Survive lost workers under ULFM.
         progress: Called on the root as ``progress(done, total)``.
+        trace: Record one span per farm item in ``stats.trace``.
 
     Returns:
         On the root ``(results, stats)`` with one exact int per task, else None.
@@ -186,6 +239,7 @@ def run(
         task_timeout=task_timeout,
         progress=progress,
         fault_tolerant=fault_tolerant,
+        trace=trace,
     )
     values = farm.map(items)
     if values is None or tasks is None or items is None:
@@ -257,7 +311,7 @@ def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
         return "\n".join(lines)
     computing = len(stats.workers)
     lines.append(
-        f"# {len(tasks)} tasks on {size} ranks, {computing} computing"
+        f"# {plural(len(tasks), 'task')} on {plural(size, 'rank')}, {computing} computing"
         + (f", {len(stats.idle_ranks)} idle (no free core)" if stats.idle_ranks else "")
         + f", {args.schedule}"
         + (f", split {args.split}" if args.split else "")
@@ -275,12 +329,38 @@ def _report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
     if baseline is not None:
         lines.append(
             f"sequential {baseline:.3f} s, speed-up {baseline / stats.elapsed:.2f}x "
-            f"on {computing} computing rank(s)"
+            f"on {plural(computing, 'computing rank')}"
         )
     if args.verify:
-        lines.append(f"verified {len(tasks)} results against exact Fibonacci")
+        lines.append(f"verified {plural(len(tasks), 'result')} against exact Fibonacci")
     lines.append(f"done: {len(results)} of {len(tasks)} results in {stats.elapsed:.3f} s")
     return "\n".join(lines)
+
+
+def _write_pictures(args, tasks: Sequence[int], stats: FarmStats) -> None:
+    """Write the trace JSON and the timeline PNG that the arguments ask for."""
+    items = subtasks(tasks, args.split)
+
+    def name(index: int) -> str:
+        return f"fib({items[index][1]})"
+
+    def extra(index: int) -> dict[str, Any]:
+        task, m = items[index]
+        value = fibmod.fib_exact(m)
+        return {
+            "n": m,
+            "of task": f"fib({tasks[task]})",
+            "result bytes": (value.bit_length() + 7) // 8,
+        }
+
+    title = f"fibfarm, {args.schedule}" + (f", split {args.split}" if args.split else "")
+    try:
+        if args.trace:
+            trace.write_chrome_trace(args.trace, trace.chrome_trace(stats, name, extra, title))
+        if args.timeline:
+            trace.draw_timeline(args.timeline, stats, name, title)
+    except OSError as exc:
+        raise RingmpiError(f"cannot write {exc.filename}: {exc.strerror}") from None
 
 
 def _lost_tasks(requeued: list[int], args, tasks) -> list[int]:
@@ -289,25 +369,52 @@ def _lost_tasks(requeued: list[int], args, tasks) -> list[int]:
     return sorted({items[i][0] for i in requeued})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the farm; see ``python -m ringmpi.fibfarm --help``."""
-    from mpi4py import MPI
+def checked_tasks(args) -> list[int]:
+    """Return the tasks the arguments ask for, or raise ``UsageError`` at once.
 
-    args = build_parser().parse_args(argv)
+    Every check is instant whatever the numbers: a run too large is refused
+    from estimates, without building its tasks.
+    """
     try:
         tasks = parse_tasks(args.tasks) if args.tasks else list(DEFAULT_TASKS)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.fault_tolerant and args.schedule != "dynamic":
         raise UsageError("--fault-tolerant needs the dynamic schedule")
-    estimate = fibmod.estimate_seconds(tasks)
-    if estimate > MAX_SECONDS and not args.force:
+    if args.task_timeout is not None and args.schedule != "dynamic":
+        raise UsageError(
+            "--task-timeout needs the dynamic schedule (a static share is not watched task by task)"
+        )
+    if args.split:
+        count = 0
+        for n in tasks:  # stops at the bound: never builds the sub-tasks
+            count += fibmod.split_count(n, args.split)
+            if count > MAX_TASKS:
+                total = sum(fibmod.split_count(n, args.split) for n in tasks)
+                raise UsageError(
+                    f"--split {args.split} makes {total} sub-tasks of "
+                    f"{plural(len(tasks), 'task')}: a run may have at most {MAX_TASKS}; "
+                    "give a smaller --split"
+                )
+    log_estimate = fibmod.log10_estimate_seconds(tasks)
+    if log_estimate > math.log10(MAX_SECONDS) and not args.force:
         biggest = max(tasks)
         raise UsageError(
-            f"fib({biggest}) by naive recursion makes {fibmod.calls(biggest):.2e} calls: "
-            f"these tasks would take about {_duration(estimate)} of CPU time "
+            f"fib({biggest}) by naive recursion makes {_power(fibmod.log10_calls(biggest))} "
+            f"calls: these tasks would take about {_log_duration(log_estimate)} of CPU time "
             f"(at {fibmod.CALLS_PER_SECOND:.1e} calls/s); pass --force to run them anyway"
         )
+    if args.timeline and not trace.have_matplotlib():
+        raise UsageError(f"--timeline needs matplotlib: {trace.PLOT_HINT}")
+    return tasks
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the farm; see ``python -m ringmpi.fibfarm --help``."""
+    from mpi4py import MPI
+
+    args = build_parser().parse_args(argv)
+    tasks = checked_tasks(args)
     if args.timeout is not None:
         watchdog = start_watchdog(args.timeout, "fibfarm")
 
@@ -326,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             task_timeout=args.task_timeout,
             fault_tolerant=args.fault_tolerant,
             progress=progress,
+            trace=bool(args.trace or args.timeline),
         )
     if outcome is None:
         return 0
@@ -346,9 +454,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = time.perf_counter() - start
         if sequential != results:
             raise VerifyError("the sequential run and the farm disagree")
+    if args.trace or args.timeline:
+        _write_pictures(args, tasks, stats)
     if args.timeout is not None:
-        watchdog.cancel()
-    print(_report(tasks, results, stats, baseline, comm.Get_size(), args), flush=True)
+        watchdog.stop()
+    print_result(_report(tasks, results, stats, baseline, comm.Get_size(), args), args.output)
     return 0
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Callable, NoReturn, TypeVar
 
-from . import config
+from . import config, mpilib
 from .errors import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -23,6 +23,8 @@ from .errors import (
     EXIT_USAGE,
     ConfigError,
     LauncherMismatch,
+    OutputClosed,
+    OutputError,
     RingmpiError,
     UsageError,
     degraded,
@@ -147,16 +149,26 @@ def check_launcher(world_size: int, environ: dict[str, str] | None = None) -> No
         return
     for name in LAUNCHER_SIZE_VARS:
         value = env.get(name, "")
-        if value.isdigit() and int(value) > 1:
+        if not (value.isdigit() and int(value) > 1):
+            continue
+        started = (
+            f"the launcher started {value} processes ({name}={value}) but MPI "
+            "sees a world of 1 rank"
+        )
+        skip = f"(set {config.SKIP_LAUNCHER_CHECK}=1 to run anyway)"
+        if name == "SLURM_STEP_NUM_TASKS":
+            # srun without an MPI plugin sets only its own variables.
             raise LauncherMismatch(
-                f"the launcher started {value} processes ({name}={value}) but MPI "
-                "sees a world of 1 rank: mpi4py is using a different MPI library "
-                "than the mpiexec that started it, so each process would run "
-                "alone. Use the mpiexec of the library that "
-                "'python -m mpi4py --mpi-library' names, or rebuild mpi4py "
-                f"against your MPI (set {config.SKIP_LAUNCHER_CHECK}=1 to run "
-                "anyway)"
+                f"{started}: srun gave the processes no MPI wire-up, so each would "
+                "run alone. Use srun --mpi=pmix (srun --mpi=list shows what this "
+                f"Slurm offers), or mpiexec inside the allocation {skip}"
             )
+        raise LauncherMismatch(
+            f"{started}: mpi4py is using a different MPI library than the mpiexec "
+            "that started it, so each process would run alone. Use the mpiexec of "
+            "the library that 'python -m mpi4py --mpi-library' names, or rebuild "
+            f"mpi4py against your MPI {skip}"
+        )
 
 
 def _launcher_rank(environ: dict[str, str]) -> int:
@@ -165,6 +177,35 @@ def _launcher_rank(environ: dict[str, str]) -> int:
         if value.isdigit():
             return int(value)
     return 0
+
+
+def print_result(text: str, file: str | None = None) -> None:
+    """Write ``text`` and a newline to stdout (or to ``file``), now.
+
+    Raises:
+        OutputClosed: The reader closed the pipe (``| head``); ``launch``
+            then ends quietly.
+        OutputError: Any other failure to write, with the reason.
+    """
+    try:
+        if file is not None:
+            with open(file, "w") as out:
+                out.write(text + "\n")
+            return
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed("the output was closed") from None
+    except OSError as exc:
+        where = file or "standard output"
+        raise OutputError(f"cannot write the results to {where}: {exc.strerror or exc}") from None
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _write_stderr(text: str) -> None:
@@ -205,36 +246,62 @@ def _abort(status: int) -> NoReturn:
     raise SystemExit(status)  # not reached
 
 
-def start_watchdog(seconds: float, what: str = "the run") -> threading.Timer:
-    """Abort the whole job if it is still running after ``seconds``.
+class Watchdog:
+    """Abort the whole job if the run is still going after ``seconds``.
 
     Every rank starts one; rank 0's fires first and reports, the others fire
     a little later in case rank 0 cannot (stopped, or stuck in a call that
-    holds the GIL).
+    holds the GIL). Once it has fired the run has failed: :meth:`stop` then
+    never returns, so no result is printed after the error line.
 
     Args:
         seconds: The time limit.
         what: What is timed, for the message.
-
-    Returns:
-        The timer; ``cancel()`` it when the run ends in time.
     """
-    rank = _rank()
-    # Staggered, so that one rank reports and aborts before the next wakes.
-    delay = seconds if rank == 0 else seconds + 2.0 + 0.2 * min(rank, 20)
 
-    def fire() -> None:
-        _print_error(f"{rank_prefix(rank)} {what} did not finish within {seconds:g} s (--timeout)")
+    def __init__(self, seconds: float, what: str = "the run"):
+        self.seconds = seconds
+        self.what = what
+        self.rank = _rank()
+        self._lock = threading.Lock()
+        self._state = "running"  # then "stopped" or "fired"
+        # Staggered, so that one rank reports and aborts before the next wakes.
+        delay = seconds if self.rank == 0 else seconds + 2.0 + 0.2 * min(self.rank, 20)
+        self._timer = threading.Timer(delay, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "fired"
+        _print_error(
+            f"{rank_prefix(self.rank)} {self.what} did not finish within "
+            f"{self.seconds:g} s (--timeout)"
+        )
         # If MPI cannot abort (its daemon is gone), leave anyway.
         last_resort = threading.Timer(5.0, os._exit, (EXIT_TIMEOUT,))
         last_resort.daemon = True
         last_resort.start()
         _abort(EXIT_TIMEOUT)
 
-    timer = threading.Timer(delay, fire)
-    timer.daemon = True
-    timer.start()
-    return timer
+    def stop(self) -> None:
+        """Stop the watchdog when the run ended in time.
+
+        If it has already fired, wait here for the abort it started.
+        """
+        with self._lock:
+            if self._state == "running":
+                self._state = "stopped"
+                self._timer.cancel()
+                return
+        threading.Event().wait()  # the abort (or its last resort) ends the process
+
+
+def start_watchdog(seconds: float, what: str = "the run") -> Watchdog:
+    """Start a :class:`Watchdog`; call its ``stop()`` when the run ends in time."""
+    return Watchdog(seconds, what)
 
 
 def _start_init_watchdog(seconds: float) -> Callable[[], None]:
@@ -293,6 +360,10 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     Returns:
         The exit status for ``sys.exit``.
     """
+    missing = mpilib.missing_library()
+    if missing:
+        _print_error(missing)
+        return EXIT_FAILURE
     try:
         init_timeout = config.init_timeout()
     except ValueError as exc:
@@ -322,6 +393,9 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         if degraded():
             _leave_without_finalize(status)
         return status
+    except OutputClosed:
+        _quiet_stdout()
+        return 0
     except RingmpiError as exc:
         if exc.collective:
             if comm.Get_rank() == 0:
@@ -352,3 +426,8 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         if size > 1:
             _abort(EXIT_FAILURE)
         return EXIT_FAILURE
+
+
+def plural(count: int, word: str) -> str:
+    """Return ``"1 rank"``, ``"2 ranks"``: the count and the word, plural when not 1."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"

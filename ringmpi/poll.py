@@ -102,11 +102,19 @@ def recv(comm, source: int, tag: int, status=None, backoff: Backoff | None = Non
     return probe(comm, source, tag, status, backoff).recv()
 
 
-def wait(request, backoff: Backoff | None = None) -> None:
-    """Complete an MPI request like ``request.Wait()``, without spinning."""
+def wait(request, backoff: Backoff | None = None, timeout: float | None = None) -> bool:
+    """Complete an MPI request like ``request.Wait()``, without spinning.
+
+    Returns:
+        True once it completed; False if ``timeout`` seconds passed first.
+    """
     backoff = backoff or Backoff()
+    deadline = None if timeout is None else time.monotonic() + timeout
     while not request.Test():
+        if deadline is not None and time.monotonic() > deadline:
+            return False
         backoff.pause()
+    return True
 
 
 def barrier(comm, backoff: Backoff | None = None) -> None:

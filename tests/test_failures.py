@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +25,14 @@ from ringmpi.fib import fib_exact
 
 FAULTY = str(Path(__file__).parent / "programs" / "faulty_farm.py")
 FAULTY_POOL = str(Path(__file__).parent / "programs" / "faulty_pool.py")
+MISUSE = str(Path(__file__).parent / "programs" / "misuse_farm.py")
 RING = ["-m", "ringmpi.ring"]
 FIBFARM = ["-m", "ringmpi.fibfarm"]
-#: Tasks that keep two workers busy for a few seconds.
-BUSY = ["33", "33", "32", "32", "31", "31"]
+#: fibfarm with its tasks held until the case's faults are in; "{hold}" is
+#: replaced by the run's hold directory.
+HELD = [str(Path(__file__).parent / "programs" / "held_fibfarm.py"), "{hold}"]
+#: Tasks for the held runs: quick to compute, held as long as the fault needs.
+BUSY = ["27", "27", "26", "26", "25", "25"]
 BUSY_LINES = [f"fib({n}) = {fib_exact(int(n))}" for n in BUSY]
 ANY = -1  # any non-zero status
 
@@ -44,10 +50,12 @@ class Case:
         source: Who reports: ``"ringmpi"`` (one ``error:`` line) or
             ``"mpiexec"`` (the launcher's own report of a killed rank).
         seconds: Bound on the run's wall time.
-        fault: Called with the started process, to inject a fault.
+        fault: Called with the started process and the run's ``Hold``, to
+            inject a fault; the held tasks are released after it.
         mpiexec_args: Extra launcher options.
         env: Extra environment.
         stdout: Expected result lines (a recovering run), else no ``done:``.
+        also: Regexes that must each match a line of stdout.
         traceback: Whether one rank's traceback is expected (a bug, not a usage
             error); never one per rank.
         errors: How many ``error:`` lines may appear, all matching ``message``
@@ -63,10 +71,11 @@ class Case:
     message: str
     source: str = "ringmpi"
     seconds: float = 20.0
-    fault: Callable[[helper.Process], object] | None = None
+    fault: Callable[[helper.Process, Hold], object] | None = None
     mpiexec_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     stdout: list[str] | None = None
+    also: list[str] = field(default_factory=list)
     traceback: bool = False
     errors: int = 1
     traceback_line: str = r"^\[1@\S+\] RuntimeError: injected failure on rank 1$"
@@ -74,6 +83,25 @@ class Case:
 
 
 # -- injecting faults into running ranks ---------------------------------------
+
+
+class Hold:
+    """The hold directory of a ``held_fibfarm.py`` run.
+
+    Its tasks write a marker when they start and wait for ``release``, so a
+    fault injected while a rank holds a task lands mid-run on a machine of
+    any speed or load.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def holding(self, rank: int) -> bool:
+        """Return whether ``rank`` has started a task (and holds it until released)."""
+        return any(self.directory.glob(f"started-{rank}-*"))
+
+    def release(self) -> None:
+        (self.directory / "release").touch()
 
 
 def rank_pids(process: helper.Process) -> dict[int, int]:
@@ -90,34 +118,28 @@ def rank_pids(process: helper.Process) -> dict[int, int]:
     return ranks
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def signal_when_busy(
-    rank: int, sig: int, busy: float = 0.8, watch: int | None = None
-) -> Callable[[helper.Process], int]:
+def signal_when_holding(
+    rank: int, sig: int, watch: int | None = None
+) -> Callable[[helper.Process, Hold], int]:
     """A fault: send ``sig`` to ``rank`` once rank ``watch`` (default the same)
-    has used ``busy`` s of CPU.
+    holds a task of ``held_fibfarm.py``.
 
-    Waiting for CPU time, not wall time, puts the fault after start-up on a
-    machine of any speed or load.
+    The tasks are released only after every fault of the case, so the work
+    cannot finish first however fast the machine is.
     """
+    watched = rank if watch is None else watch
 
-    def inject(process: helper.Process) -> int:
+    def inject(process: helper.Process, hold: Hold) -> int:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            pids = rank_pids(process)
-            pid, watched = pids.get(rank), pids.get(rank if watch is None else watch)
-            try:
-                if pid is not None and watched is not None and cpu_seconds(watched) >= busy:
-                    os.kill(pid, sig)
-                    return pid
-            except (OSError, IndexError):
-                pass
+            if process.popen.poll() is not None:
+                pytest.fail(f"the run ended before the fault\n{process.wait().describe()}")
+            pid = rank_pids(process).get(rank)
+            if pid is not None and hold.holding(watched):
+                os.kill(pid, sig)
+                return pid
             time.sleep(0.05)
-        pytest.fail(f"rank {rank} never got busy\n{process.wait().describe()}")
+        pytest.fail(f"rank {watched} never started a task\n{process.wait().describe()}")
 
     return inject
 
@@ -150,7 +172,21 @@ USAGE = {
     "fib-range-bad": Case(3, [*FIBFARM, "5-x"], 2, "invalid task '5-x'"),
     "fib-range-zero": Case(3, [*FIBFARM, "0-3"], 2, "n must be at least 1"),
     "fib-n-huge": Case(3, [*FIBFARM, "100"], 2, r"years of CPU time.*--force"),
-    "fib-split-huge-n": Case(3, [*FIBFARM, "60", "--split", "8"], 2, r"days of CPU .*--force"),
+    "fib-split-huge-n": Case(3, [*FIBFARM, "62", "--split", "8"], 2, r"days of CPU .*--force"),
+    # refusals for any n, at once: no OverflowError, no exact huge ints
+    "fib-n-1500": Case(3, [*FIBFARM, "1500"], 2, r"2\.71e\+313 calls: .*years of CPU"),
+    "fib-range-10000": Case(3, [*FIBFARM, "1-10000"], 2, r"fib\(10000\) .* years of CPU"),
+    "fib-n-1e8": Case(3, [*FIBFARM, "100000000"], 2, r"e\+20898763 calls: .*--force"),
+    # bounded task counts, even with --force, without building the tasks
+    "fib-split-too-many": Case(
+        3, [*FIBFARM, "38", "--split", "30"], 2, r"--split 30 makes 38871188 sub-tasks"
+    ),
+    "fib-split-too-many-force": Case(
+        3, [*FIBFARM, "92", "--force", "--split", "30"], 2, r"makes 1073741824 sub-tasks"
+    ),
+    "fib-range-too-many": Case(
+        3, [*FIBFARM, "1-100000000", "--force"], 2, r"makes 100000000 tasks: .* at most"
+    ),
     "fib-schedule": Case(3, [*FIBFARM, "--schedule", "random"], 2, "invalid choice: 'random'"),
     "fib-split-neg": Case(3, [*FIBFARM, "--split=-1"], 2, "--split: must be between 0 and 30"),
     "fib-split-big": Case(3, [*FIBFARM, "--split", "31"], 2, "--split: must be between"),
@@ -213,60 +249,71 @@ RUNTIME = {
     ),
     "worker-sigkill": Case(
         4,
-        [*FIBFARM, *BUSY],
+        [*HELD, *BUSY],
         ANY,
         r"rank 2 with PID \d+ on node \S+ exited on",
         source="mpiexec",
-        fault=signal_when_busy(2, signal.SIGKILL),
+        fault=signal_when_holding(2, signal.SIGKILL),
     ),
     "worker-sigkill-ft": Case(
         4,
-        [*FIBFARM, "--fault-tolerant", "--verify", *BUSY],
+        [*HELD, "--fault-tolerant", "--verify", *BUSY],
         0,
         "",
         seconds=60,
-        fault=signal_when_busy(1, signal.SIGKILL),
+        fault=signal_when_holding(1, signal.SIGKILL),
         mpiexec_args=["--with-ft", "ulfm"],
         stdout=BUSY_LINES,
+        also=[
+            r"^lost worker rank 1@\S+; redid its tasks on the others: fib\(",
+            "^verified 6",
+            "^done: 6 of 6 results",
+        ],
     ),
     "all-workers-sigkill-ft": Case(
         3,
-        [*FIBFARM, "--fault-tolerant", "--verify", *BUSY],
+        [*HELD, "--fault-tolerant", "--verify", *BUSY],
         0,
         "",
         seconds=60,
-        fault=lambda p: [signal_when_busy(r, signal.SIGKILL)(p) for r in (1, 2)],
+        fault=lambda p, hold: [signal_when_holding(r, signal.SIGKILL)(p, hold) for r in (1, 2)],
         mpiexec_args=["--with-ft", "ulfm"],
         stdout=BUSY_LINES,
+        also=[
+            r"^lost worker rank 1@",
+            r"^lost worker rank 2@",
+            "^verified 6",
+            "^done: 6 of 6 results",
+        ],
     ),
     "worker-sigstop-task-timeout": Case(
         3,
-        [*FIBFARM, "--task-timeout", "3", *BUSY],
+        [*HELD, "--task-timeout", "3", *BUSY],
         ANY,
         r"rank 1@\S+ has run task\(s\)",
-        fault=signal_when_busy(1, signal.SIGSTOP, busy=0.3),
+        fault=signal_when_holding(1, signal.SIGSTOP),
     ),
     "worker-sigstop-run-timeout": Case(
         3,
-        [*FIBFARM, "--timeout", "5", *BUSY],
+        [*HELD, "--timeout", "5", *BUSY],
         124,
         r"fibfarm did not finish within 5 s",
-        fault=signal_when_busy(2, signal.SIGSTOP, busy=0.3),
+        fault=signal_when_holding(2, signal.SIGSTOP),
     ),
     "root-sigkill": Case(
         3,
-        [*FIBFARM, *BUSY],
+        [*HELD, *BUSY],
         ANY,
         r"rank 0 with PID \d+ on node \S+ exited on",
         source="mpiexec",
-        fault=signal_when_busy(0, signal.SIGKILL, busy=0.4, watch=1),
+        fault=signal_when_holding(0, signal.SIGKILL, watch=1),
     ),
     "root-sigstop-run-timeout": Case(
         3,
-        [*FIBFARM, "--timeout", "4", *BUSY],
+        [*HELD, "--timeout", "4", *BUSY],
         124,
         r"\[\d@\S+\] fibfarm did not finish",
-        fault=signal_when_busy(0, signal.SIGSTOP, busy=0.4, watch=1),
+        fault=signal_when_holding(0, signal.SIGSTOP, watch=1),
         # The stopped root reports too, once Open MPI wakes it to end it.
         errors=3,
     ),
@@ -296,19 +343,19 @@ RUNTIME = {
     ),
     "pool-worker-sigkill": Case(
         3,
-        [FAULTY_POOL, "worker-killed"],
+        [FAULTY_POOL, "worker-killed", "{hold}"],
         ANY,
         r"rank 2 with PID \d+ on node \S+ exited on",
         source="mpiexec",
-        fault=signal_when_busy(2, signal.SIGKILL, busy=0.3),
+        fault=signal_when_holding(2, signal.SIGKILL),
     ),
     "pool-worker-sigkill-ft": Case(
         4,
-        [FAULTY_POOL, "worker-killed-ft"],
+        [FAULTY_POOL, "worker-killed-ft", "{hold}"],
         0,
         "",
         seconds=60,
-        fault=signal_when_busy(1, signal.SIGKILL, busy=0.5),
+        fault=signal_when_holding(1, signal.SIGKILL),
         mpiexec_args=["--with-ft", "ulfm"],
         stdout=[f"square({x}) = {x * x}" for x in range(6)],
     ),
@@ -328,19 +375,67 @@ RUNTIME = {
     ),
 }
 
-CATALOGUE = {**USAGE, **RUNTIME}
+MISUSE_MESSAGES = {
+    "root=7": r"root must be a rank of the communicator, 0 to \d+, not 7",
+    "root=-1": r"root must be a rank of the communicator, 0 to \d+, not -1",
+    "chunksize=0": r"chunksize must be a whole number of at least 1, not 0",
+    "schedule=bogus": r"schedule must be 'dynamic' or 'static', not 'bogus'",
+    "errors=ignore": r"errors must be 'raise' or 'collect', not 'ignore'",
+    "no-tasks": r"the root passed tasks=None",
+    "lambda": r"function main.<locals>.<lambda> .*not picklable.*define it at module level",
+    "local": r"function main.<locals>.local .*not picklable.*define it at module level",
+}
+
+#: The library misused: one error line, exit 2, the same at every size.
+MISUSES = {
+    f"misuse-{mode}-n{n}": Case(n, [MISUSE, mode], 2, message, seconds=15)
+    for mode, message in MISUSE_MESSAGES.items()
+    for n in (1, 3)
+}
+MISUSES["misuse-only-root-calls"] = Case(
+    3,
+    [MISUSE, "only-root"],
+    ANY,
+    r"rank\(s\) 1, 2 of 3 did not call the farm within 3 s",
+    env={"RINGMPI_JOIN_TIMEOUT": "3"},
+    seconds=20,
+)
+MISUSES["task-keyboard-interrupt"] = Case(
+    3, [FAULTY, "interrupt"], ANY, r"task 5 \(5\) failed on rank \d+@\S+: KeyboardInterrupt"
+)
+MISUSES["fib-static-task-timeout"] = Case(
+    3,
+    [*FIBFARM, "--schedule", "static", "--task-timeout", "1"],
+    2,
+    "--task-timeout needs the dynamic schedule",
+)
+# The root computes the task itself (-n 1): its time limit holds there too.
+# fib(42) runs for seconds even on a machine several times faster than this.
+MISUSES["root-task-timeout"] = Case(
+    1,
+    [*FIBFARM, "42", "--task-timeout", "1"],
+    ANY,
+    r"rank 0@\S+ has run task\(s\) .* past the limit of 1 s per task",
+    seconds=20,
+)
+
+CATALOGUE = {**USAGE, **RUNTIME, **MISUSES}
 
 
-def run_case(case: Case) -> helper.Result:
+def run_case(case: Case, hold_dir: Path) -> helper.Result:
+    hold = Hold(hold_dir)
     process = helper.start_mpiexec(
         case.n,
-        *case.argv,
+        *[arg.replace("{hold}", str(hold_dir)) for arg in case.argv],
         env=case.env,
         mpiexec_args=case.mpiexec_args,
         timeout=case.seconds + 60,
     )
-    if case.fault is not None:
-        case.fault(process)
+    try:
+        if case.fault is not None:
+            case.fault(process, hold)
+    finally:
+        hold.release()
     return process.wait()
 
 
@@ -356,7 +451,9 @@ def check_case(case: Case, result: helper.Result) -> None:
         results = ("fib(", "I am rank", "Processor 0", "square(")
         lines = [line for line in result.stdout_lines if line.startswith(results)]
         assert lines == case.stdout, why
-    else:
+    for pattern in case.also:
+        assert re.search(pattern, result.stdout, re.MULTILINE), why
+    if case.stdout is None:
         assert "done:" not in result.stdout, why
     tracebacks = result.stderr.count("Traceback (most recent call last)")
     if case.traceback:
@@ -374,9 +471,9 @@ def check_case(case: Case, result: helper.Result) -> None:
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
-def test_failure(name):
+def test_failure(name, tmp_path):
     case = CATALOGUE[name]
-    check_case(case, run_case(case))
+    check_case(case, run_case(case, tmp_path))
 
 
 def test_launcher_mismatch():
@@ -395,3 +492,64 @@ def test_launcher_mismatch():
         assert result.elapsed < 20
     assert len(results[0].error_lines) == 1 and results[1].error_lines == []
     assert "launcher started 2 processes" in results[0].error_lines[0]
+
+
+def test_closing_imap_early_releases_every_rank():
+    result = helper.run_mpiexec(3, MISUSE, "close-early", timeout=60)
+    assert result.returncode == 0, result.describe()
+    assert "done: closed after 2" in result.stdout, result.describe()
+    assert result.leftovers == [], result.describe()
+
+
+def test_workers_do_not_spin_while_the_root_starts_late():
+    result = helper.run_mpiexec(3, MISUSE, "late-root", timeout=60)
+    assert result.returncode == 0, result.describe()
+    line = next(x for x in result.stdout_lines if x.startswith("done: cpu per wall second"))
+    shares = [float(x) for x in line.split()[-2:]]
+    # Spinning would hold a core for the whole 3 s wait (a share near 1, or
+    # its slice of an oversubscribed core); sleeping waits use next to none.
+    assert max(shares) < 0.2, result.describe()
+
+
+def test_a_closed_output_pipe_ends_quietly():
+    # The reader is gone before the results are written, as with '| head'.
+    process = subprocess.Popen(
+        [sys.executable, *FIBFARM, "25-20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=helper.child_env(),
+        cwd=helper.ROOT,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert b"Traceback" not in err and b"error:" not in err, err
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_results_that_cannot_be_written_are_an_error(n):
+    # Under mpiexec the launcher writes stdout and drops its errors: --output
+    # makes rank 0 write the results itself.
+    result = helper.run_mpiexec(n, *FIBFARM, "20", "--output", "/dev/full", timeout=60)
+    assert result.returncode == 1, result.describe()
+    assert result.error_lines == [
+        "error: cannot write the results to /dev/full: No space left on device"
+    ], result.describe()
+
+
+def test_results_to_a_full_stdout_are_an_error():
+    with open("/dev/full", "w") as full:
+        process = subprocess.run(
+            [sys.executable, *FIBFARM, "20"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env=helper.child_env(),
+            cwd=helper.ROOT,
+            timeout=60,
+            text=True,
+        )
+    assert process.returncode == 1, process.stderr
+    assert process.stderr.strip() == (
+        "error: cannot write the results to standard output: No space left on device"
+    )

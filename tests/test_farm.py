@@ -17,16 +17,27 @@ def test_fib_matches_exact():
     assert fib.fib_exact(93) == 12200160415121876738  # past 64-bit signed
 
 
-def test_calls_counts_the_recursion():
-    counted = 0
+def test_fib_is_the_articles_function():
+    # The article's base case: fib(1) = fib(2) = 1 with no further call.
+    assert fib.fib(1) == fib.fib(2) == 1
+    assert fib.fib(0) == 1  # why n = 0 is refused: the article's function is wrong there
 
-    def counting(n):
+
+@pytest.mark.parametrize("n", range(1, 26))
+def test_calls_counts_the_recursion(n, monkeypatch):
+    # Count the calls of ringmpi.fib.fib itself: its recursion goes through the
+    # module's global name, which the counter wraps.
+    counted = 0
+    original = fib.fib
+
+    def counting(k):
         nonlocal counted
         counted += 1
-        return n if n < 2 else counting(n - 1) + counting(n - 2)
+        return original(k)
 
-    counting(20)
-    assert fib.calls(20) == counted
+    monkeypatch.setattr(fib, "fib", counting)
+    assert fib.fib(n) == fib.fib_exact(n)
+    assert counted == 2 * fib.fib_exact(n) - 1 == fib.calls(n)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 38, 93])
@@ -36,6 +47,9 @@ def test_split_sums_to_fib(n, depth):
     assert sum(fib.fib_exact(m) for m in parts) == fib.fib_exact(n)
     assert len(parts) <= 2**depth
     assert parts == sorted(parts, reverse=True)
+    # Unfolding stops at the article's base case: never below 1.
+    assert min(parts) >= 1
+    assert sum(fib.calls(m) for m in parts) == fib.calls(n) - (len(parts) - 1)
 
 
 def test_split_keeps_the_work():
@@ -79,7 +93,7 @@ def test_parse_tasks_rejects(words, message):
 
 def test_subtasks_index_back_to_their_task():
     items = subtasks([10, 3], 2)
-    assert items == [(0, 8), (0, 7), (0, 7), (0, 6), (1, 1), (1, 1), (1, 0)]
+    assert items == [(0, 8), (0, 7), (0, 7), (0, 6), (1, 2), (1, 1)]
 
 
 def test_make_chunks_like_pool_without_costs():

@@ -6,8 +6,11 @@ import json
 import re
 
 import pytest
+from trace_check import check_chrome_trace
 
 from ringmpi.fib import fib_exact
+from ringmpi.fibfarm import subtasks
+from ringmpi.harness import UsageError
 
 ARTICLE = [38, 37, 36, 35, 34, 33]
 ARTICLE_LINES = [f"fib({n}) = {fib_exact(n)}" for n in ARTICLE]
@@ -80,3 +83,31 @@ def test_progress_bar_on_stderr(mpirun):
     result = mpirun(3, "-m", "ringmpi.fibfarm", "20-1", "--progress", "-q").check(0)
     assert len(result_lines(result)) == 20
     assert "fib:" in result.stderr and "task" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("n", "extra"),
+    [(1, []), (3, []), (8, []), (3, ["--schedule", "static"]), (3, ["--split", "3"])],
+)
+def test_trace_and_timeline(mpirun, tmp_path, n, extra):
+    trace, png = tmp_path / "run.json", tmp_path / "run.png"
+    result = mpirun(
+        n,
+        *["-m", "ringmpi.fibfarm", "24-19", "--json", "--verify"],
+        *["--trace", str(trace), "--timeline", str(png), *extra],
+        timeout=120,
+    ).check(0)
+    doc = json.loads(result.stdout)
+    items = len(subtasks(list(range(24, 18, -1)), int(extra[1]) if "--split" in extra else 0))
+    check_chrome_trace(json.loads(trace.read_text()), items, n, doc["elapsed"])
+    spans = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
+    assert all(re.fullmatch(r"fib\(\d+\)", e["name"]) for e in spans)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_timeline_without_matplotlib_is_refused_before_any_work(monkeypatch, capsys):
+    from ringmpi import fibfarm, trace
+
+    monkeypatch.setattr(trace, "have_matplotlib", lambda: False)
+    with pytest.raises(UsageError, match=r"--timeline needs matplotlib: pip install"):
+        fibfarm.main(["30", "--timeline", "x.png"])

@@ -6,6 +6,7 @@ import argparse
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -56,6 +57,17 @@ def test_check_launcher_detects_a_mismatch(name):
 )
 def test_check_launcher_accepts(world_size, environ):
     check_launcher(world_size, environ)
+
+
+def test_check_launcher_names_the_srun_fix():
+    """srun without --mpi sets only SLURM_* variables: the fix is --mpi=pmix."""
+    with pytest.raises(LauncherMismatch, match="srun gave the processes no MPI") as info:
+        check_launcher(1, {"SLURM_STEP_NUM_TASKS": "4", "SLURM_NTASKS": "4"})
+    assert "srun --mpi=pmix" in str(info.value)
+    with pytest.raises(LauncherMismatch) as info:
+        check_launcher(1, {"PMI_SIZE": "4", "SLURM_STEP_NUM_TASKS": "4"})  # --mpi=pmi2
+    assert "--mpi=pmix" not in str(info.value)
+    assert "different MPI library" in str(info.value)
 
 
 @pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
@@ -223,3 +235,23 @@ def test_the_farm_does_not_import_the_harness():
     code = "import sys, ringmpi.farm; print('ringmpi.harness' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_fired_watchdog_never_lets_the_run_report_success(monkeypatch):
+    aborted = threading.Event()
+    monkeypatch.setattr(harness, "_abort", lambda status: aborted.set())
+    monkeypatch.setattr(harness.os, "_exit", lambda status: None)  # its last resort
+    dog = harness.Watchdog(0.01, "the test run")
+    assert aborted.wait(10)
+    stopper = threading.Thread(target=dog.stop, daemon=True)
+    stopper.start()
+    stopper.join(0.5)
+    assert stopper.is_alive()  # stop() waits for the abort instead of returning
+
+
+def test_a_stopped_watchdog_does_not_fire(monkeypatch):
+    aborted = threading.Event()
+    monkeypatch.setattr(harness, "_abort", lambda status: aborted.set())
+    dog = harness.Watchdog(0.3, "the test run")
+    dog.stop()
+    assert not aborted.wait(0.6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 
+import numpy as np
 import pytest
 
 from ringmpi import ring
@@ -182,7 +183,7 @@ def test_main_rounds_prints_a_table(capsys):
         f"I am rank 0 of 1 on node {socket.gethostname()}",
         'Processor 0 received message "P0" from rank 0',
     ]
-    assert lines[2].startswith("# ring of 1 ranks on 1 host(s): pickled message, 20 rounds")
+    assert lines[2].startswith("# ring of 1 rank on 1 host: pickled message, 20 rounds")
     assert lines[3].startswith("#") and "bandwidth [MB/s]" in lines[3]
     assert len(lines) == 5 and lines[4].split()[0] == "2"  # len("P0") bytes
 
@@ -192,7 +193,7 @@ def test_main_sweep_table(capsys):
     lines = capsys.readouterr().out.splitlines()
     header = [line for line in lines if line.startswith("#")]
     rows = [line for line in lines if not line.startswith("#")]
-    assert header[0] == "# ring of 1 ranks on 1 host(s): buffer Send/Recv, 5 rounds x 2 samples"
+    assert header[0] == "# ring of 1 rank on 1 host: buffer Send/Recv, 5 rounds x 2 samples"
     assert [int(row.split()[0]) for row in rows] == [1, 2, 4, 8, 16, 32, 64]
     for row in rows:
         size, mean, pm, _, best, bandwidth = row.split()
@@ -238,9 +239,59 @@ def test_main_help_exits_zero(capsys):
     assert out.startswith("usage: python -m ringmpi.ring")
     for option in ("--rounds", "--size", "--sweep", "--pickle", "--json", "--quiet"):
         assert option in out
+    # Values are named for what they are, not after the option.
+    assert "--repeat N" in out and "--warmup N" in out
+    assert "REPEAT" not in out and "WARMUP" not in out
 
 
 def test_main_reports_a_wrong_message(monkeypatch):
     monkeypatch.setattr(ring, "pass_message", lambda comm, rounds: "P0P7")
     with pytest.raises(ring.RingError, match="received 'P0P7' from rank 0, expected 'P0'"):
         main([])
+
+
+def test_a_sweep_prints_each_row_as_it_is_measured(monkeypatch, capsys):
+    from ringmpi import ring
+
+    real = ring.time_ring
+    seen = []
+
+    def timed(comm, nbytes, *args):
+        # When a size is about to be timed, the row of the size before is out.
+        seen.append(sum(1 for line in capsys.readouterr().out.splitlines() if line[:1] == " "))
+        return real(comm, nbytes, *args)
+
+    monkeypatch.setattr(ring, "time_ring", timed)
+    assert main(["--sweep", "1:8", "-r", "5", "--repeat", "1"]) == 0
+    assert seen == [0, 1, 1, 1]
+
+
+def test_the_payload_is_checked_piece_by_piece():
+    from ringmpi import buffers
+
+    payload = buffers.pattern(3 * buffers.CHECK_PIECE + 7)
+    assert buffers.intact(payload)
+    assert payload[buffers.CHECK_PIECE + 5] == (buffers.CHECK_PIECE + 5) % 251
+    payload[2 * buffers.CHECK_PIECE + 3] ^= 1
+    assert not buffers.intact(payload)
+
+
+def test_large_buffers_travel_as_one_derived_datatype():
+    from mpi4py import MPI
+
+    from ringmpi import buffers
+
+    small = np.zeros(10, np.uint8)
+    assert buffers.buffer_spec(small) == ([small, MPI.BYTE], None)
+    # A view that claims 2 GiB + 3 bytes without allocating them.
+    big = np.lib.stride_tricks.as_strided(small, shape=(buffers.MAX_COUNT + 4,), strides=(0,))
+    spec, dtype = buffers.buffer_spec(big)
+    try:
+        assert spec[1] == 1 and dtype.Get_size() == buffers.MAX_COUNT + 4
+    finally:
+        dtype.Free()
+
+
+def test_pickled_messages_past_2_gib_are_refused_at_once():
+    with pytest.raises(UsageError, match=r"--pickle sends at most 2147483647 bytes"):
+        main(["--pickle", "--size", "3G"])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 
+import mpirun as helper
 import pytest
 
 from ringmpi.ring import expected_message
@@ -42,10 +45,21 @@ def test_quiet(mpirun):
     assert result.stdout == "P0P1P2P3\n", result.describe()
 
 
+def test_timed_message_takes_repeat_samples(mpirun):
+    result = mpirun(2, *RING, "--rounds", "200", "--repeat", "4", "--json").check(0)
+    report = json.loads(result.stdout)
+    assert (report["mode"], report["rounds"], report["repeat"]) == ("message", 200, 4)
+    [timing] = report["timings"]
+    assert len(timing["hop_us"]) == 4, timing
+    assert timing["hop_us_stdev"] > 0, timing
+    table = mpirun(2, *RING, "--rounds", "200", "--repeat", "3").check(0)
+    assert "pickled message, 200 rounds x 3 samples" in table.stdout, table.describe()
+
+
 def test_size_table(mpirun):
     result = mpirun(3, *RING, "--size", "4K", "--rounds", "50", "--repeat", "3").check(0)
     lines = result.stdout_lines
-    assert lines[0] == "# ring of 3 ranks on 1 host(s): buffer Send/Recv, 50 rounds x 3 samples"
+    assert lines[0] == "# ring of 3 ranks on 1 host: buffer Send/Recv, 50 rounds x 3 samples"
     assert lines[1].split()[1:4] == ["size", "[B]", "hop"]
     [row] = table_rows(result.stdout)
     size, mean, pm, _, best, bandwidth = row
@@ -81,3 +95,41 @@ def test_json_message(mpirun):
     result = mpirun(3, *RING, "--json").check(0)
     report = json.loads(result.stdout)
     assert (report["mode"], report["message"], report["ranks"]) == ("message", "P0P1P2", 3)
+
+
+def _peak_rss_mib(argv: list[str]) -> tuple[subprocess.CompletedProcess, float]:
+    """Run ``argv`` in a child that reports the peak RSS of its descendants."""
+    code = (
+        "import resource, subprocess, sys\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=240)\n"
+        "print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.stderr.write(p.stdout + p.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=helper.child_env(),
+        cwd=helper.ROOT,
+    )
+    status, kib = done.stdout.split()
+    return subprocess.CompletedProcess(argv, int(status), done.stderr, ""), int(kib) / 1024
+
+
+def test_a_rank_needs_about_twice_the_message_at_most():
+    argv = helper.mpiexec_argv(2, [*RING, "--size", "256M", "-r", "2", "--repeat", "1", "-q"])
+    done, peak = _peak_rss_mib(argv)
+    assert done.returncode == 0, done.stdout
+    # Two buffers of 256 MiB on rank 0, plus the interpreter, numpy and MPI.
+    assert peak < 2 * 256 + 160, f"peak RSS {peak:.0f} MiB\n{done.stdout}"
+
+
+def test_messages_of_2_gib_and_more_work():
+    nbytes = (1 << 31) + 101
+    argv = helper.mpiexec_argv(2, [*RING, "--size", str(nbytes), "-r", "1", "--repeat", "1"])
+    argv += ["--warmup", "0", "-q"]
+    done, peak = _peak_rss_mib(argv)
+    assert done.returncode == 0, done.stdout
+    assert table_rows(done.stdout)[0][0] == str(nbytes), done.stdout
+    assert peak < (2 * nbytes >> 20) + 200, f"peak RSS {peak:.0f} MiB"

@@ -4,6 +4,10 @@ Every rank of the communicator calls :func:`farm_map` (or :class:`Farm`)
 together. The root hands out tasks and gathers the results; the other ranks
 serve until told to stop. Results come back in input order.
 
+Start-up (see :mod:`._start`): ``W -> R`` ``Tag.JOIN`` on the caller's
+communicator, a nonblocking duplicate, then ``R -> W`` ``Tag.START``: ``None``
+or an error that every rank raises.
+
 Message protocol (root ``R``, worker ``W``):
 
 * ``R -> W`` ``Tag.SETUP``: ``(fn, initializer, initargs)``, or ``None`` for a
@@ -48,14 +52,17 @@ from ._outcome import (
     describe_error,
 )
 from ._plan import balance, make_chunks, plan_workers
+from ._start import FarmJoinError, FarmUsageError
 
 __all__ = [
     "Errors",
     "Farm",
     "FarmError",
+    "FarmJoinError",
     "FarmStartError",
     "FarmStats",
     "FarmTimeout",
+    "FarmUsageError",
     "LostWorker",
     "RemoteTraceback",
     "Schedule",

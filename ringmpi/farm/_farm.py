@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import config, poll
 from ..errors import RingmpiError, mark_degraded
@@ -22,9 +23,13 @@ from ._outcome import (
 )
 from ._plan import balance, make_chunks, node_cores, plan_workers
 from ._root import Dispatcher, run_static
+from ._start import FarmUsageError, check_setup, join, start
+from ._trace import Tracer, clock_offsets
 from ._worker import Setup, serve_dynamic, serve_static
 
 log = logging.getLogger("ringmpi.farm")
+
+E = TypeVar("E", bound=enum.Enum)
 
 
 class Farm:
@@ -53,6 +58,17 @@ class Farm:
             ulfm``), survive lost workers: their tasks go to the others, and
             ranks with no free core wait as spares. Without ULFM, a lost
             worker ends the job (a warning says so).
+        join_timeout: Seconds every rank may take to call the farm (default
+            ``RINGMPI_JOIN_TIMEOUT`` or 300; 0: for ever); past it, the root
+            names the ranks that never came and every rank raises.
+        trace: Record one ``TaskSpan`` per task in ``stats.trace``: rank,
+            host, start and end on the root's clock, chunk, and when the root
+            sent the chunk and had it back (see :mod:`ringmpi.trace`).
+
+    Raises:
+        FarmUsageError: A bad option (a ``ValueError``); raised alike on
+            every rank, as it is when the root finds its tasks or function
+            unusable.
     """
 
     def __init__(
@@ -71,16 +87,31 @@ class Farm:
         task_timeout: float | None = None,
         progress: Callable[[int, int], None] | None = None,
         fault_tolerant: bool = False,
+        join_timeout: float | None = None,
+        trace: bool = False,
     ):
-        try:
-            self.errors = Errors(errors)
-        except ValueError:
-            raise ValueError(f"errors must be 'raise' or 'collect', not {errors!r}") from None
-        self.schedule = Schedule(schedule)
+        self.errors = _choice(Errors, errors, "errors")
+        self.schedule = _choice(Schedule, schedule, "schedule")
+        if not isinstance(root, int) or not 0 <= root < comm.Get_size():
+            raise FarmUsageError(
+                f"root must be a rank of the communicator, 0 to {comm.Get_size() - 1}, not {root!r}"
+            )
         if fault_tolerant and self.schedule is not Schedule.DYNAMIC:
-            raise ValueError("fault tolerance needs the dynamic schedule")
-        if chunksize is not None and chunksize < 1:
-            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+            raise FarmUsageError("fault tolerance needs the dynamic schedule")
+        if task_timeout is not None and self.schedule is not Schedule.DYNAMIC:
+            raise FarmUsageError(
+                "task_timeout needs the dynamic schedule: a static share is not watched "
+                "task by task"
+            )
+        if task_timeout is not None and not 0 < task_timeout < float("inf"):
+            raise FarmUsageError(f"task_timeout must be a positive number, not {task_timeout!r}")
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise FarmUsageError(
+                f"chunksize must be a whole number of at least 1, not {chunksize!r}"
+            )
+        if join_timeout is None:
+            join_timeout = config.join_timeout()
+        self.join_timeout = join_timeout or None
         self.comm = comm
         self.fn = fn
         self.root = root
@@ -91,6 +122,7 @@ class Farm:
         self.cores = cores
         self.task_timeout = task_timeout
         self.progress = progress
+        self.trace = bool(trace)
         self.fault_tolerant = fault_tolerant
         self.stats = FarmStats()
         self.host = socket.gethostname()
@@ -111,7 +143,7 @@ class Farm:
             FarmTimeout: On the root, when a task ran past ``task_timeout``.
         """
         task_list = self._task_list(tasks)
-        results: list[Any] = [None] * len(task_list)
+        results: list[Any] = [None] * len(task_list or ())
         for index, value in self._run(task_list):
             results[index] = value
         return results if self._is_root else None
@@ -129,25 +161,32 @@ class Farm:
     def _is_root(self) -> bool:
         return self.comm.Get_rank() == self.root
 
-    def _task_list(self, tasks: Iterable[Any] | None) -> list[Any]:
-        return list(tasks) if self._is_root and tasks is not None else []
+    def _task_list(self, tasks: Iterable[Any] | None) -> list[Any] | None:
+        return list(tasks) if self._is_root and tasks is not None else None
 
-    def _run(self, tasks: list[Any]) -> Iterator[tuple[int, Any]]:
+    def _run(self, tasks: list[Any] | None) -> Iterator[tuple[int, Any]]:
         from mpi4py import MPI
 
-        start = time.perf_counter()
+        begin = time.perf_counter()
         # A private communicator keeps the farm's messages apart from the
         # caller's, and lets fault tolerance change only its error handler.
-        comm = self.comm.Dup()
+        comm = join(self.comm, self.root, self.join_timeout)
         ft = self.fault_tolerant and config.ulfm_enabled()
         if ft:
             comm.Set_errhandler(MPI.ERRORS_RETURN)
         try:
             layout = self._gather_layout(comm, ft)
+            problem = None
             if self._is_root:
-                yield from self._root(comm, tasks, layout, ft, start)
+                setup = (self.fn, self.initializer, self.initargs)
+                problem = check_setup(self.fn, setup, tasks)
+            trace = start(comm, self.root, problem, self.trace)
+            offsets = clock_offsets(comm, self.root) if trace else None
+            if self._is_root:
+                assert tasks is not None
+                yield from self._root(comm, tasks, layout, ft, begin, offsets)
             else:
-                self._serve(comm, ft)
+                self._serve(comm, ft, trace)
         finally:
             if not self.stats.lost:
                 comm.Free()
@@ -168,15 +207,17 @@ class Farm:
                 "fault tolerance covers losses after start-up"
             ) from None
 
-    def _serve(self, comm, ft: bool) -> None:
+    def _serve(self, comm, ft: bool, trace: bool) -> None:
         if self.schedule is Schedule.STATIC:
-            serve_static(comm, self.root)
+            serve_static(comm, self.root, trace)
         else:
-            serve_dynamic(comm, self.root)
+            serve_dynamic(comm, self.root, trace)
         # Ranks that are done wait longer between polls: nothing is urgent.
         _end(comm, ft, failed=False, backoff=poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
 
-    def _root(self, comm, tasks, layout, ft: bool, start: float) -> Iterator[tuple[int, Any]]:
+    def _root(
+        self, comm, tasks, layout, ft: bool, start: float, offsets: dict[int, float] | None
+    ) -> Iterator[tuple[int, Any]]:
         hosts = [host for host, _ in layout]
         try:
             override = self.cores or config.cores()
@@ -195,28 +236,46 @@ class Farm:
         stats.workers = [WorkerStats(r, hosts[r]) for r in active]
         if root_computes:
             stats.workers.insert(0, WorkerStats(self.root, self.host))
-        if not callable(self.fn):
-            raise TypeError(f"the farm's function must be callable on the root, not {self.fn!r}")
+        assert callable(self.fn)  # see check_setup
         setup: Setup = (self.fn, self.initializer, self.initargs)
         computing = ([self.root] if root_computes else []) + active
+        tracer = None
+        if offsets is not None:
+            origin = time.perf_counter() - start  # seconds of start-up already past
+            tracer = Tracer(stats.trace, hosts, offsets, _wtime() - origin)
         try:
             if self.schedule is Schedule.STATIC:
                 shares = dict(zip(computing, balance(len(tasks), len(computing), costs)))
                 stats.chunks = len(shares)
-                yield from self._emit(
-                    run_static(comm, self.root, self.host, tasks, shares, setup, stats), tasks
+                outcomes = run_static(
+                    comm, self.root, self.host, tasks, shares, setup, stats, tracer
                 )
+                yield from self._emit(outcomes, tasks)
             else:
                 chunks = make_chunks(len(tasks), len(computing), self.chunksize, costs)
                 stats.chunks = len(chunks)
                 dispatcher = Dispatcher(
                     comm, self.root, self.host, tasks, chunks, setup, stats,
                     ft=ft, stop_on_error=self.errors is Errors.RAISE,
-                    task_timeout=self.task_timeout,
+                    task_timeout=self.task_timeout, tracer=tracer,
                 )  # fmt: skip
                 dispatcher.start(active, idle, root_computes)
-                yield from self._emit(dispatcher.outcomes(), tasks)
+                try:
+                    yield from self._emit(dispatcher.outcomes(), tasks)
+                except GeneratorExit:
+                    # The caller stopped reading: hand out nothing more, take
+                    # in what is in flight, and let the workers go.
+                    dispatcher.failed = True
+                    for _ in dispatcher.outcomes():
+                        pass
+                    dispatcher.drain()
+                    _end(comm, ft, failed=bool(stats.lost))
+                    raise
                 dispatcher.drain()
+        except GeneratorExit:
+            if self.schedule is Schedule.STATIC:  # everything was gathered already
+                _end(comm, ft, failed=False)
+            raise
         finally:
             stats.elapsed = time.perf_counter() - start
         _end(comm, ft, failed=bool(stats.lost))
@@ -238,6 +297,21 @@ class Farm:
             done += len(outcomes)
             if self.progress is not None:
                 self.progress(done, len(tasks))
+
+
+def _wtime() -> float:
+    from mpi4py import MPI
+
+    return MPI.Wtime()
+
+
+def _choice(kind: type[E], value: Any, name: str) -> E:
+    """Return ``kind(value)``, or raise ``FarmUsageError`` naming the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = " or ".join(repr(c.value) for c in kind)
+        raise FarmUsageError(f"{name} must be {choices}, not {value!r}") from None
 
 
 def _end(comm, ft: bool, failed: bool, backoff: poll.Backoff | None = None) -> None:

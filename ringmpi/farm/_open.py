@@ -185,14 +185,16 @@ class OpenDispatcher(Dispatcher):
         else:
             self.in_flight.pop(rank, None)
 
-    def on_result(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
+    def on_result(
+        self, rank: int, outcomes: list[Outcome], busy: float, times: list | None = None
+    ) -> None:
         """Note ``rank``'s finished chunk (its oldest) and top it up."""
         held = self.sent[rank]
         held.popleft()
         if held:  # the next chunk starts now
             held[0] = (held[0][0], time.perf_counter())
+        self._count(rank, outcomes, busy, times)
         self.dispatch(rank)
-        self._count(rank, outcomes, busy)
 
     def recover(self) -> None:
         """As the farm's, and forget what the lost ranks held."""
@@ -226,8 +228,11 @@ class OpenDispatcher(Dispatcher):
                             return
                         continue
                     payload = self.payload(indices)
+                    self.computing_here = (indices, time.perf_counter())
                 outcomes, busy = run_chunk(fn, payload, self.root, self.host)
-                self.local.put(([sendable(o, self.root, self.host) for o in outcomes], busy))
+                outcomes = [sendable(o, self.root, self.host) for o in outcomes]
+                self.local.put((outcomes, busy, None))
+                self.computing_here = None
                 self.wake()
         except BaseException as exc:  # never lose a chunk silently
             self.helper_error = exc
@@ -240,7 +245,7 @@ class OpenDispatcher(Dispatcher):
                 outcomes, busy = run_chunk(
                     prepare(self.setup), self.payload(indices), self.root, self.host
                 )
-                self.local.put((outcomes, busy))
+                self.local.put((outcomes, busy, None))
                 self.stats.worker(self.root)
 
     # -- taking in --------------------------------------------------------------

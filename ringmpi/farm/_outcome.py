@@ -6,9 +6,12 @@ import enum
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RingmpiError, format_exception
+
+if TYPE_CHECKING:
+    from ._trace import TaskSpan
 
 #: One task's outcome as it travels: ``(index, value, error)``.
 Outcome = tuple[int, Any, "TaskError | None"]
@@ -20,6 +23,11 @@ class Tag(enum.IntEnum):
     SETUP = 101
     TASK = 102
     RESULT = 103
+    START = 104
+    CLOCK = 105
+    #: On the caller's communicator, while the farm starts: high, to keep
+    #: clear of the caller's own tags.
+    JOIN = 32701
 
 
 class Schedule(str, enum.Enum):
@@ -173,6 +181,8 @@ class FarmStats:
     errors: list[TaskError] = field(default_factory=list)
     lost: list[LostWorker] = field(default_factory=list)
     hosts: list[str] = field(default_factory=list)
+    #: With ``trace=True``: one ``TaskSpan`` per task, in arrival order.
+    trace: list[TaskSpan] = field(default_factory=list)
 
     def worker(self, rank: int) -> WorkerStats:
         """Return the stats of ``rank``, counting it as computing from now on."""

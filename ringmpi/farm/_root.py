@@ -16,11 +16,17 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import poll
+from ..errors import RingmpiError
 from . import _ft
 from ._outcome import FarmStats, FarmTimeout, LostWorker, Outcome, Tag, sendable, short_repr
+from ._trace import Tracer
 from ._worker import Setup, prepare, run_chunk
 
 log = logging.getLogger("ringmpi.farm")
+
+
+class FarmSendError(RingmpiError):
+    """MPI refused to send a chunk of tasks (too large for this MPI, say)."""
 
 
 class Dispatcher:
@@ -52,6 +58,7 @@ class Dispatcher:
         ft: bool,
         stop_on_error: bool,
         task_timeout: float | None,
+        tracer: Tracer | None = None,
     ):
         self.comm, self.root, self.host = comm, root, host
         self.tasks = tasks
@@ -61,6 +68,7 @@ class Dispatcher:
         self.ft = ft
         self.stop_on_error = stop_on_error
         self.task_timeout = task_timeout
+        self.tracer = tracer
         self.failed = False
         #: rank -> (task indices, when they were sent)
         self.in_flight: dict[int, tuple[list[int], float]] = {}
@@ -73,6 +81,8 @@ class Dispatcher:
         self.local: queue.SimpleQueue = queue.SimpleQueue()
         self.helper: threading.Thread | None = None
         self.helper_error: BaseException | None = None
+        #: the chunk the root's thread is computing, and since when
+        self.computing_here: tuple[list[int], float] | None = None
         self.backoff = poll.Backoff()
 
     # -- handing out ------------------------------------------------------------
@@ -106,19 +116,42 @@ class Dispatcher:
         indices = self.take()
         if indices is not None:
             self.in_flight[rank] = (indices, time.perf_counter())
-            self.requests.append(self.comm.isend(self.payload(indices), rank, Tag.TASK))
+            if self.tracer is not None:
+                self.tracer.handed_out(rank)
+            self.requests.append(self._send_chunk(rank, indices))
         elif self.ft:
             self.parked.append(rank)
         else:
             self.requests.append(self.comm.isend(None, rank, Tag.TASK))
+
+    def _send_chunk(self, rank: int, indices: list[int]):
+        from mpi4py import MPI
+
+        try:
+            return self.comm.isend(self.payload(indices), rank, Tag.TASK)
+        except MPI.Exception as exc:
+            if self.ft and _ft.is_loss(exc):
+                raise
+            shown = ", ".join(f"{i} ({short_repr(self.tasks[i], 40)})" for i in indices[:3])
+            raise FarmSendError(
+                f"task(s) {shown} could not be sent to rank {rank}: {exc.Get_error_string()}"
+            ) from None
 
     def _compute_here(self) -> None:
         """The root's helper thread: compute chunks on the root's spare core."""
         try:
             fn = prepare(self.setup)
             while (indices := self.take()) is not None:
-                outcomes, busy = run_chunk(fn, self.payload(indices), self.root, self.host)
-                self.local.put(([sendable(o, self.root, self.host) for o in outcomes], busy))
+                self.computing_here = (indices, time.perf_counter())
+                times: list[tuple[float, float]] | None = None
+                if self.tracer is not None:
+                    self.tracer.handed_out(self.root)
+                    times = []
+                chunk = self.payload(indices)
+                outcomes, busy = run_chunk(fn, chunk, self.root, self.host, times)
+                outcomes = [sendable(o, self.root, self.host) for o in outcomes]
+                self.local.put((outcomes, busy, times))
+                self.computing_here = None
         except BaseException as exc:  # never lose a chunk silently
             self.helper_error = exc
 
@@ -133,9 +166,10 @@ class Dispatcher:
             if self.chunks and not self.failed and not self._workers_left():
                 # Every worker is lost: the root finishes the work itself.
                 indices = self.chunks.popleft()
-                self.local.put(
-                    run_chunk(prepare(self.setup), self.payload(indices), self.root, self.host)
+                outcomes, busy = run_chunk(
+                    prepare(self.setup), self.payload(indices), self.root, self.host
                 )
+                self.local.put((outcomes, busy, None))
                 self.stats.worker(self.root)
             arrived = self._receive()
             if self.helper_error is not None:
@@ -170,29 +204,33 @@ class Dispatcher:
             message = poll.improbe(self.comm, MPI.ANY_SOURCE, Tag.RESULT, status, self.backoff)
             if message is not None:
                 rank = status.Get_source()
-                outcomes, busy = message.recv()
-                self.on_result(rank, outcomes, busy)
+                outcomes, busy, times = message.recv()
+                self.on_result(rank, outcomes, busy, times)
                 arrived.append(outcomes)
         except MPI.Exception as exc:
             if not (self.ft and _ft.is_loss(exc)):
                 raise
             self.recover()
         while not self.local.empty():
-            outcomes, busy = self.local.get()
-            self._count(self.root, outcomes, busy)
+            outcomes, busy, times = self.local.get()
+            self._count(self.root, outcomes, busy, times)
             arrived.append(outcomes)
         return arrived
 
-    def on_result(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
+    def on_result(
+        self, rank: int, outcomes: list[Outcome], busy: float, times: list | None = None
+    ) -> None:
         """Note ``rank``'s finished chunk and hand it the next one."""
         self.in_flight.pop(rank)
+        self._count(rank, outcomes, busy, times)
         self.dispatch(rank)
-        self._count(rank, outcomes, busy)
 
-    def _count(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
+    def _count(self, rank: int, outcomes: list[Outcome], busy: float, times: list | None) -> None:
         worker = self.stats.worker(rank)
         worker.tasks += len(outcomes)
         worker.busy += busy
+        if self.tracer is not None and times is not None:
+            self.tracer.came_back(rank, outcomes, times)
 
     def recover(self) -> None:
         """Requeue the work of lost workers and bring in spares (ULFM)."""
@@ -219,7 +257,11 @@ class Dispatcher:
         if self.task_timeout is None:
             return
         now = time.perf_counter()
-        for rank, (indices, since) in self.in_flight.items():
+        running = list(self.in_flight.items())
+        here = self.computing_here
+        if here is not None:
+            running.append((self.root, here))
+        for rank, (indices, since) in running:
             if now - since > self.task_timeout * len(indices):
                 raise FarmTimeout(timeout_message(self, rank, indices, now - since))
 
@@ -257,6 +299,7 @@ def run_static(
     shares: dict[int, list[int]],
     setup: Setup,
     stats: FarmStats,
+    tracer: Tracer | None = None,
 ) -> Iterator[list[Outcome]]:
     """The root of the static schedule: scatter shares, compute, gather.
 
@@ -267,17 +310,22 @@ def run_static(
     sendobj: list[Any] = [None] * comm.Get_size()
     for rank, indices in shares.items():
         sendobj[rank] = (*setup, [(i, tasks[i]) for i in indices])
+        if tracer is not None:
+            tracer.handed_out(rank)
     mine = comm.scatter(sendobj, root=root)
     outcomes: list[Outcome] = []
     busy = 0.0
+    times: list[tuple[float, float]] | None = [] if tracer is not None else None
     if mine is not None:
-        outcomes, busy = run_chunk(prepare(setup), mine[3], root, host)
+        outcomes, busy = run_chunk(prepare(setup), mine[3], root, host, times)
         outcomes = [sendable(o, root, host) for o in outcomes]
     poll.barrier(comm)
-    gathered = comm.gather((outcomes, busy), root=root)
-    for rank, (outcomes, busy) in enumerate(gathered):
+    gathered = comm.gather((outcomes, busy, times), root=root)
+    for rank, (outcomes, busy, times) in enumerate(gathered):
         if rank in shares:
             worker = stats.worker(rank)
             worker.tasks += len(outcomes)
             worker.busy += busy
+            if tracer is not None and times is not None:
+                tracer.came_back(rank, outcomes, times)
         yield outcomes

@@ -14,7 +14,8 @@ from typing import Any
 
 from .. import poll
 from ..errors import format_exception
-from ._outcome import Outcome, Tag, call, describe_error, sendable
+from ._ft import is_loss
+from ._outcome import Outcome, Tag, TaskError, call, describe_error, sendable
 
 Setup = tuple[Callable[[Any], Any], "Callable[..., Any] | None", tuple[Any, ...]]
 
@@ -41,19 +42,36 @@ def prepare(setup: Setup) -> Callable[[Any], Any]:
 
 
 def run_chunk(
-    fn: Callable[[Any], Any], chunk: Sequence[tuple[int, Any]], rank: int, host: str
+    fn: Callable[[Any], Any],
+    chunk: Sequence[tuple[int, Any]],
+    rank: int,
+    host: str,
+    times: list[tuple[float, float]] | None = None,
 ) -> tuple[list[Outcome], float]:
-    """Run a chunk of ``(index, task)``; return ``(outcomes, busy_seconds)``."""
+    """Run a chunk of ``(index, task)``; return ``(outcomes, busy_seconds)``.
+
+    With ``times`` (a trace), append each task's ``MPI.Wtime()`` at start and end.
+    """
     outcomes: list[Outcome] = []
     begin = time.perf_counter()
+    if times is None:
+        for index, task in chunk:
+            value, exc = call(fn, task)
+            error = None if exc is None else describe_error(exc, index, task, rank, host)
+            outcomes.append((index, value, error))
+        return outcomes, time.perf_counter() - begin
+    from mpi4py import MPI
+
     for index, task in chunk:
+        start = MPI.Wtime()
         value, exc = call(fn, task)
+        times.append((start, MPI.Wtime()))
         error = None if exc is None else describe_error(exc, index, task, rank, host)
         outcomes.append((index, value, error))
     return outcomes, time.perf_counter() - begin
 
 
-def serve_dynamic(comm, root: int) -> None:
+def serve_dynamic(comm, root: int, trace: bool = False) -> None:
     """Serve chunks until the root says stop (``None``)."""
     rank, host = comm.Get_rank(), socket.gethostname()
     backoff = poll.Backoff()
@@ -65,29 +83,52 @@ def serve_dynamic(comm, root: int) -> None:
         chunk = poll.recv(comm, root, Tag.TASK, backoff=backoff)
         if chunk is None:
             return
-        outcomes, busy = run_chunk(fn, chunk, rank, host)
-        try:
-            comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            # mpi4py pickles before sending, so nothing was sent: send what
-            # can be, and an error in place of each part that cannot.
-            outcomes = [sendable(o, rank, host) for o in outcomes]
-            comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
+        times: list[tuple[float, float]] | None = [] if trace else None
+        outcomes, busy = run_chunk(fn, chunk, rank, host, times)
+        send_outcomes(comm, root, outcomes, busy, times)
         backoff.reset()
 
 
-def serve_static(comm, root: int) -> None:
+def send_outcomes(
+    comm, root: int, outcomes: list[Outcome], busy: float, times: list | None = None
+) -> None:
+    """Send a chunk's outcomes to the root; what cannot be sent becomes an error.
+
+    mpi4py pickles before sending, so after a pickling error nothing was sent:
+    send what can be, and an error in place of each part that cannot. A
+    message MPI refuses (too large for this MPI) fails its tasks the same way.
+    """
+    from mpi4py import MPI
+
+    rank, host = comm.Get_rank(), socket.gethostname()
+    try:
+        comm.send((outcomes, busy, times), dest=root, tag=Tag.RESULT)
+        return
+    except (pickle.PicklingError, TypeError, AttributeError):
+        outcomes = [sendable(o, rank, host) for o in outcomes]
+    except MPI.Exception as exc:
+        if is_loss(exc):
+            raise
+        why = f"the result could not be sent to the root: {exc.Get_error_string()}"
+        outcomes = [
+            (index, None, TaskError(index, "?", rank, host, why, "")) for index, _, _ in outcomes
+        ]
+    comm.send((outcomes, busy, times), dest=root, tag=Tag.RESULT)
+
+
+def serve_static(comm, root: int, trace: bool = False) -> None:
     """Run this rank's share, wait for the slowest rank, then gather at once."""
     mine = comm.scatter(None, root=root)
     outcomes: list[Outcome] = []
     busy = 0.0
+    times: list[tuple[float, float]] | None = [] if trace else None
     if mine is not None:
         *setup, chunk = mine
         outcomes, busy = run_chunk(
-            prepare(tuple(setup)), chunk, comm.Get_rank(), socket.gethostname()
+            prepare(tuple(setup)), chunk, comm.Get_rank(), socket.gethostname(), times
         )
         # The gather is collective: a part that cannot be pickled must not
         # fail on this rank alone.
         outcomes = [sendable(o, comm.Get_rank(), socket.gethostname()) for o in outcomes]
     poll.barrier(comm)
-    comm.gather((outcomes, busy), root=root)
+    comm.gather((outcomes, busy, times), root=root)

@@ -17,7 +17,9 @@ CLUSTER = str(ROOT / "scripts" / "cluster")
 PREFIX = "ringmpi-test-"
 PROJECT = os.environ.get("RINGMPI_TEST_PROJECT", f"{PREFIX}{os.getpid()}")
 IMAGE = os.environ.get("RINGMPI_IMAGE", "ringmpi:latest")
+SLURM_IMAGE = os.environ.get("RINGMPI_SLURM_IMAGE", "ringmpi-slurm:latest")
 WORKERS = 2
+SLURM_WORKERS = 3
 
 
 def _quiet(cmd: Sequence[str], timeout: float = 60) -> bool:
@@ -41,11 +43,17 @@ def _why_not_runnable() -> str | None:
 class Cluster:
     """Runs scripts/cluster for the test project, always under a timeout."""
 
-    def __init__(self, project: str) -> None:
+    def __init__(self, project: str, slurm: bool = False) -> None:
         self.project = project
-        self.workers = WORKERS
-        self.image = IMAGE
-        self.env = dict(os.environ, RINGMPI_PROJECT=project, RINGMPI_IMAGE=IMAGE)
+        self.slurm = slurm
+        self.workers = SLURM_WORKERS if slurm else WORKERS
+        self.image = SLURM_IMAGE if slurm else IMAGE
+        self.env = dict(
+            os.environ,
+            RINGMPI_PROJECT=project,
+            RINGMPI_IMAGE=IMAGE,
+            RINGMPI_SLURM_IMAGE=SLURM_IMAGE,
+        )
 
     def cluster(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -64,12 +72,23 @@ class Cluster:
         )
 
     def popen(self, *mpiexec_args: str, timeout: int, stdout, stderr) -> subprocess.Popen[str]:
+        return self.cluster_popen(
+            "run", "--timeout", str(timeout), "--", *mpiexec_args, stdout=stdout, stderr=stderr
+        )
+
+    def cluster_popen(self, *args: str, stdout, stderr) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [CLUSTER, "run", "--timeout", str(timeout), "--", *mpiexec_args],
-            env=self.env,
-            stdout=stdout,
-            stderr=stderr,
+            [CLUSTER, *args], env=self.env, stdout=stdout, stderr=stderr, text=True
+        )
+
+    def exec(self, service: str, *cmd: str, user: str = "mpi") -> subprocess.CompletedProcess[str]:
+        """Run cmd in service's container (docker exec), under a timeout."""
+        return subprocess.run(
+            ["docker", "exec", "-u", user, self.container(service), *cmd],
+            capture_output=True,
             text=True,
+            timeout=60,
+            check=False,
         )
 
     def container(self, service: str) -> str:
@@ -91,8 +110,10 @@ class Cluster:
         assert out, f"no running container for {service}"
         return out[0]
 
-    def up(self, workers: int = WORKERS) -> None:
-        done = self.cluster("up", "--workers", str(workers), timeout=300)
+    def up(self, workers: int | None = None) -> None:
+        flavour = ["--slurm"] if self.slurm else []
+        workers = self.workers if workers is None else workers
+        done = self.cluster("up", *flavour, "--workers", str(workers), timeout=300)
         assert done.returncode == 0, f"cluster up failed:\n{done.stdout}\n{done.stderr}"
 
     def down(self) -> None:
@@ -117,7 +138,7 @@ def _remove_stale_clusters() -> None:
         check=False,
     ).stdout.split()
     for project in sorted(set(listed)):
-        pid = project[len(PREFIX) :]
+        pid = project[len(PREFIX) :].removesuffix("-slurm")
         if project.startswith(PREFIX) and pid.isdigit() and not _alive(int(pid)):
             Cluster(project).down()
 
@@ -132,9 +153,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    """A head and WORKERS workers, torn down at the end even when tests fail."""
+def _start(slurm: bool) -> Cluster:
+    """Build the image and return the (not yet started) cluster, or skip."""
     why = _why_not_runnable()
     if why is not None:
         if os.environ.get("RINGMPI_REQUIRE_CLUSTER") == "1":
@@ -142,8 +162,11 @@ def cluster() -> Iterator[Cluster]:
         pytest.skip(f"cluster tests need Docker: {why}")
     # Always build: Docker's layer cache makes it quick when nothing changed,
     # and an image older than the sources would test old code.
+    flavour = ["--flavour", "slurm", "--slurm-tag", SLURM_IMAGE] if slurm else ["--tag", IMAGE]
+    if not slurm:
+        flavour = ["--flavour", "plain", *flavour]
     build = subprocess.run(
-        [str(ROOT / "scripts" / "build-images"), "--tag", IMAGE],
+        [str(ROOT / "scripts" / "build-images"), *flavour],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -151,7 +174,24 @@ def cluster() -> Iterator[Cluster]:
     )
     assert build.returncode == 0, f"image build failed:\n{build.stderr[-4000:]}"
     _remove_stale_clusters()
-    c = Cluster(PROJECT)
+    return Cluster(f"{PROJECT}-slurm" if slurm else PROJECT, slurm=slurm)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A head and WORKERS workers, torn down at the end even when tests fail."""
+    c = _start(slurm=False)
+    try:
+        c.up()
+        yield c
+    finally:
+        c.down()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[Cluster]:
+    """A Slurm head and SLURM_WORKERS compute nodes, torn down at the end."""
+    c = _start(slurm=True)
     try:
         c.up()
         yield c

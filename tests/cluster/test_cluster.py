@@ -6,6 +6,8 @@ import re
 import subprocess
 import tempfile
 import time
+import uuid
+from pathlib import Path
 from typing import IO
 
 import pytest
@@ -13,6 +15,8 @@ import pytest
 from ringmpi.fib import fib_exact
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
+
+HELD = Path(__file__).resolve().parents[1] / "programs" / "held_fibfarm.py"
 
 #: "# worker1: ranks 2 3", printed by the launcher for every run
 PLACEMENT_RE = re.compile(r"^# (\S+): ranks? ([\d ]+)$", re.MULTILINE)
@@ -80,8 +84,58 @@ def test_no_port_reaches_the_host(cluster) -> None:
         assert ports.stdout.strip() == "", f"{service} publishes {ports.stdout}"
 
 
-def kill_node_mid_run(cluster, victim: str, proc, err) -> tuple[int, float]:
-    """Kill ``victim``'s container once its ranks compute; return (status, seconds to end).
+class Hold:
+    """A hold directory of ``held_fibfarm.py`` on the cluster's shared volume.
+
+    The program is copied there too (the image holds the package, not the
+    tests). Its tasks write a marker when they start and wait for
+    ``release``, so a node killed while one of its ranks holds a task is
+    killed mid-run on a machine of any speed.
+    """
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+        self.directory = f"/cluster/hold-{uuid.uuid4().hex}"
+        self.program = f"{self.directory}/held_fibfarm.py"
+        self.exec("install", "-d", "-o", "mpi", "-g", "mpi", self.directory)
+        self.exec("sh", "-c", f"cat > {self.program}", user="mpi", stdin=HELD.read_text())
+
+    def exec(self, *argv: str, user: str = "root", stdin: str | None = None) -> str:
+        done = subprocess.run(
+            ["docker", "exec", "-i", "-u", user, self.cluster.container("head"), *argv],
+            input=stdin or "",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"{argv} on the head failed: {done.stderr}"
+        return done.stdout
+
+    def argv(self, *fibfarm_args: str) -> list[str]:
+        """Return ``python held_fibfarm.py DIR ARGS`` for mpiexec."""
+        return ["python", self.program, self.directory, *fibfarm_args]
+
+    def holding(self, ranks: set[int]) -> bool:
+        """Return whether one of ``ranks`` has started a task (and holds it)."""
+        names = self.exec("ls", self.directory).split()
+        return any(
+            name.split("-")[1] == str(r)
+            for name in names
+            if name.startswith("started-")
+            for r in ranks
+        )
+
+    def release(self) -> None:
+        self.exec("touch", f"{self.directory}/release", user="mpi")
+
+    def remove(self) -> None:
+        self.exec("rm", "-rf", self.directory)
+
+
+def kill_node_mid_run(cluster, victim: str, hold: Hold, proc, err) -> tuple[int, float]:
+    """Kill ``victim``'s container while one of its ranks holds a task; then
+    release the tasks; return (status, seconds from the kill to the end).
 
     The victim is brought back afterwards, for any later test.
     """
@@ -91,13 +145,11 @@ def kill_node_mid_run(cluster, victim: str, proc, err) -> tuple[int, float]:
             assert proc.poll() is None, "the run ended before the kill:\n" + read(err)
             assert time.monotonic() < deadline, "the run never started on " + victim
             time.sleep(0.2)
-        on_victim = [r for r, host in placement(read(err)).items() if host == victim]
-        while running_ranks(cluster, victim) < len(on_victim):
+        on_victim = {r for r, host in placement(read(err)).items() if host == victim}
+        while not hold.holding(on_victim):
             assert proc.poll() is None, "the run ended before the kill:\n" + read(err)
-            assert time.monotonic() < deadline, f"the ranks never started on {victim}"
+            assert time.monotonic() < deadline, f"no rank on {victim} started a task"
             time.sleep(0.2)
-        time.sleep(4)  # MPI up and computing
-        assert proc.poll() is None, "the run ended before the kill:\n" + read(err)
         subprocess.run(
             ["docker", "kill", cluster.container(victim)],
             capture_output=True,
@@ -105,12 +157,15 @@ def kill_node_mid_run(cluster, victim: str, proc, err) -> tuple[int, float]:
             check=True,
         )
         killed = time.monotonic()
+        hold.release()
         rc = proc.wait(timeout=60)
         return rc, time.monotonic() - killed
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        hold.release()
+        hold.remove()
         cluster.up()
 
 
@@ -118,46 +173,23 @@ def test_worker_killed_mid_run(cluster) -> None:
     """A lost node ends the job fast, named in the error, with no success line."""
     victim = f"worker{cluster.workers}"
     size = 2 * (cluster.workers + 1)
+    hold = Hold(cluster)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = cluster.popen(
             "-n",
             str(size),
-            "python",
-            "-m",
-            "ringmpi.fibfarm",
-            *["36"] * 10,
+            *hold.argv(*["28"] * 10),
             timeout=120,
             stdout=out,
             stderr=err,
         )
-        rc, took = kill_node_mid_run(cluster, victim, proc, err)
+        rc, took = kill_node_mid_run(cluster, victim, hold, proc, err)
         stdout, stderr = read(out), read(err)
     assert took < 30, f"the job took {took:.1f} s to end after the kill"
     assert not re.search(r"^done:", stdout, re.MULTILINE), stdout
     assert rc != 0, "the launcher must not report success after losing a node"
     assert re.search(rf"lost .*{victim}|{victim}.*lost", stderr, re.DOTALL), stderr
     assert f"lost node during the run: {victim}" in stderr, stderr
-
-
-def running_ranks(cluster, service: str) -> int:
-    """Return how many fib farm processes of user mpi run in a node now."""
-    found = subprocess.run(
-        [
-            "docker",
-            "exec",
-            cluster.container(service),
-            "pgrep",
-            "-u",
-            "mpi",
-            "-f",
-            "ringmpi.fibfarm",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return len(found.stdout.split())
 
 
 def test_worker_killed_mid_run_fault_tolerant(cluster) -> None:
@@ -193,26 +225,21 @@ def test_worker_killed_mid_run_fault_tolerant(cluster) -> None:
     # Open MPI's daemon over a stale /tmp/prted.<pid>; /tmp is a tmpfs now.)
     victim = "worker1"
     size = 2 * (cluster.workers + 1)
-    # Long enough that the kill lands mid-run even when the machine is fast:
-    # about 12 s of CPU, 6 s or more on 2 cores.
-    tasks = [36] * 4 + [35] * 4
+    # Held tasks: the kill lands mid-run however fast the machine is.
+    tasks = [28] * 4 + [27] * 4
+    hold = Hold(cluster)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = cluster.popen(
             "-n",
             str(size),
             "--with-ft",
             "ulfm",
-            "python",
-            "-m",
-            "ringmpi.fibfarm",
-            "--fault-tolerant",
-            "--verify",
-            *[str(n) for n in tasks],
+            *hold.argv("--fault-tolerant", "--verify", *[str(n) for n in tasks]),
             timeout=120,
             stdout=out,
             stderr=err,
         )
-        rc, took = kill_node_mid_run(cluster, victim, proc, err)
+        rc, took = kill_node_mid_run(cluster, victim, hold, proc, err)
         stdout, stderr = read(out), read(err)
     assert took < 30, f"the job took {took:.1f} s to end after the kill"
     done = re.search(r"^done: (\d+) of (\d+) results", stdout, re.MULTILINE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from trace_check import check_spans
 
 from ringmpi import fib
 from ringmpi.farm import (
@@ -263,3 +264,21 @@ def test_base_exception_in_a_task_fails_that_task(comm, collectively, errors):
             assert isinstance(results[1], TaskError)
             assert "KeyboardInterrupt" in str(results[1])
             assert [results[i] for i in (0, *range(2, 8))] == [10 * i for i in (0, *range(2, 8))]
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_trace_has_one_span_per_task(comm, collectively, schedule):
+    with collectively:
+        farm = Farm(comm, square, schedule=schedule, chunksize=None, trace=True)
+        results = farm.map(range(30) if comm.Get_rank() == 0 else None)
+        if comm.Get_rank() == 0:
+            assert results == [x * x for x in range(30)]
+            check_spans(farm.stats.trace, 30, farm.stats.elapsed)
+            assert {s.host for s in farm.stats.trace} <= set(farm.stats.hosts)
+
+
+def test_no_trace_unless_asked(comm, collectively):
+    with collectively:
+        farm = Farm(comm, square)
+        farm.map(range(10) if comm.Get_rank() == 0 else None)
+        assert farm.stats.trace == []

@@ -1,7 +1,7 @@
 """A farm whose task number 5 misbehaves as argv[1] says; for the failure catalogue.
 
 ``python faulty_farm.py MODE [TASK_TIMEOUT]`` with MODE one of raise,
-unpicklable, exit, hang, crash (an uncaught exception outside the farm, on
+unpicklable, exit, interrupt, hang, crash (an uncaught exception outside the farm, on
 rank 1 only).
 """
 
@@ -26,6 +26,8 @@ def task(x):
             return lambda: x
         if MODE == "exit":
             sys.exit(4)
+        if MODE == "interrupt":
+            raise KeyboardInterrupt
         if MODE == "hang":
             while True:
                 time.sleep(0.1)

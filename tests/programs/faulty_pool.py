@@ -1,6 +1,6 @@
 """The executor and the pool when things go wrong; for the failure catalogue.
 
-``python faulty_pool.py MODE`` with MODE one of map-raises (a task raises
+``python faulty_pool.py MODE [HOLD_DIR]`` with MODE one of map-raises (a task raises
 inside ``pool.map``), block-raises (the root's own code raises inside the
 ``with FarmExecutor`` block while tasks run), worker-killed (tasks run until
 a worker is killed from outside), worker-killed-ft (the same, fault
@@ -10,8 +10,10 @@ tolerant: under ULFM the lost worker's tasks run again elsewhere), hang
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
 
 from mpi4py import MPI
 
@@ -19,6 +21,10 @@ from ringmpi import FarmExecutor, FarmPool
 from ringmpi.harness import launch
 
 MODE = sys.argv[1]
+#: worker-killed modes: each task writes HOLD/started-RANK-PID-X and waits for
+#: HOLD/release (as tests/programs/held_fibfarm.py), so the kill lands mid-run.
+HOLD = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+RANK = os.environ.get("OMPI_COMM_WORLD_RANK", "0")
 
 
 def task(x):
@@ -27,11 +33,11 @@ def task(x):
             time.sleep(0.1)
     if x == 5 and MODE == "map-raises":
         raise ZeroDivisionError("task five divides by zero")
-    if MODE.startswith("worker-killed"):
-        # Busy: the catalogue kills a worker once it has used some CPU.
-        end = time.process_time() + (5 if MODE == "worker-killed" else 1)
-        while time.process_time() < end:
-            pass
+    if HOLD is not None:
+        (HOLD / f"started-{RANK}-{os.getpid()}-{x}").touch()
+        deadline = time.monotonic() + 300
+        while not (HOLD / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
     return x * x
 
 

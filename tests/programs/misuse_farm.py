@@ -1,0 +1,84 @@
+"""The farm misused as users do; for the failure catalogue.
+
+``python misuse_farm.py MODE`` with MODE one of:
+
+* ``root=7``, ``root=-1``, ``chunksize=0``, ``schedule=bogus``,
+  ``errors=ignore``: that keyword passed to ``farm_map`` on every rank;
+* ``no-tasks``: the root passes ``tasks=None``;
+* ``lambda``, ``local``: a function that cannot be pickled;
+* ``only-root``: only the root calls the farm (the others return);
+* ``close-early``: the root stops reading ``farm_imap_unordered`` after two
+  results and closes it; prints ``done: closed after N`` when every rank is out;
+* ``late-root``: the root sleeps 3 s before calling the farm; prints each
+  worker's CPU seconds per wall second spent in the farm.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from mpi4py import MPI
+
+from ringmpi.farm import farm_imap_unordered, farm_map
+from ringmpi.harness import launch
+
+
+def square(x):
+    return x * x
+
+
+def slow(x):
+    time.sleep(0.2)
+    return x
+
+
+def main(argv):
+    mode = argv[0]
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    tasks = range(20) if rank == 0 else None
+    if "=" in mode:
+        key, value = mode.split("=", 1)
+        option = {key: int(value) if value.lstrip("-").isdigit() else value}
+        farm_map(comm, square, tasks, **option)
+    elif mode == "no-tasks":
+        farm_map(comm, square, None)
+    elif mode == "lambda":
+        farm_map(comm, lambda x: x, tasks)
+    elif mode == "local":
+
+        def local(x):
+            return x
+
+        farm_map(comm, local, tasks)
+    elif mode == "only-root":
+        if rank == 0:
+            farm_map(comm, square, tasks)
+    elif mode == "close-early":
+        results = farm_imap_unordered(comm, slow, range(40) if rank == 0 else None, chunksize=1)
+        got = 0
+        for _ in results:
+            got += 1
+            if got == 2:
+                break
+        results.close()
+        comm.Barrier()
+        if rank == 0:
+            print(f"done: closed after {got}", flush=True)
+    elif mode == "late-root":
+        if rank == 0:
+            time.sleep(3)
+        wall, cpu = time.monotonic(), time.process_time()
+        farm_map(comm, square, tasks)
+        share = (time.process_time() - cpu) / (time.monotonic() - wall)
+        shares = comm.gather(share, root=0)
+        if rank == 0:
+            print("done: cpu per wall second " + " ".join(f"{s:.3f}" for s in shares[1:]))
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(launch(main, sys.argv[1:]))

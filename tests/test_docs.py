@@ -1,0 +1,176 @@
+"""README.md and BENCHMARKS.md: every shell example runs as written, in order.
+
+The examples run as one bash script in a fresh copy of the source tree, as a
+new user would type them into one terminal: README.md's Quick start makes the
+venv there (``pip install '.[mpi]'``), and every later block uses it. The
+environment is stripped of what would hide a missing step (an active venv,
+the Open MPI root and oversubscription variables), so the documents must set
+them up themselves. Blocks after a ``<!-- docs-check: skip (why) -->`` line
+are left out (a real cluster, Docker, the whole test suite); a ``python``
+block whose first line is ``# NAME.py`` is written to that file first. The
+benchmark scripts run with ``BENCH_ARGS=--quick`` (documented in
+BENCHMARKS.md): tiny inputs, results checked, the commands as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import mpirun
+import pytest
+
+ROOT = mpirun.ROOT
+DOCS = ("README.md", "BENCHMARKS.md")
+SKIP = re.compile(r"<!--\s*docs-check:\s*skip\b")
+FILE_NAME = re.compile(r"^#\s*([\w.-]+\.py)\s*$")
+# What a user's shell would not have: an active venv, and the variables the
+# documents must tell the user to set.
+DROPPED = ("VIRTUAL_ENV", "OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
+DROPPED_PREFIXES = ("PRTE_MCA_", "OMPI_MCA_", "PMIX_MCA_", "RINGMPI_", *mpirun._LAUNCHER_PREFIXES)
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "bench-results"
+)
+
+
+@dataclass
+class Block:
+    """A fenced code block of a Markdown file."""
+
+    doc: str
+    line: int
+    lang: str
+    text: str
+    skip: bool
+
+
+def code_blocks(doc: str) -> list[Block]:
+    """Return the fenced code blocks of ``doc`` (a file in the root), in order."""
+    blocks = []
+    lines = (ROOT / doc).read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("```"):
+            lang = lines[i][3:].strip()
+            skip = i > 0 and bool(SKIP.search(lines[i - 1]))
+            end = i + 1
+            while not lines[end].startswith("```"):
+                end += 1
+            blocks.append(Block(doc, i + 1, lang, "\n".join(lines[i + 1 : end]), skip))
+            i = end
+        i += 1
+    return blocks
+
+
+def docs_script() -> str:
+    """Return the bash script of every runnable block of README.md, then BENCHMARKS.md."""
+    parts = ["set -ex"]
+    for doc in DOCS:
+        for block in code_blocks(doc):
+            if block.skip:
+                continue
+            if block.lang == "sh":
+                parts.append(f"# --- {doc}:{block.line}\n{block.text}")
+            elif block.lang == "python":
+                name = FILE_NAME.match(block.text.splitlines()[0])
+                if name:
+                    parts.append(
+                        f"# --- {doc}:{block.line}\n"
+                        f"cat > {name.group(1)} <<'RINGMPI_DOC_EOF'\n{block.text}\nRINGMPI_DOC_EOF"
+                    )
+    return "\n".join(parts) + "\n"
+
+
+def user_env(home: Path) -> dict[str, str]:
+    """Our environment as a fresh shell of a new user would have it."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in DROPPED and not k.startswith(DROPPED_PREFIXES)
+    }
+    # No venv's bin on PATH (ours, if pytest runs from one): the documents
+    # must activate theirs.
+    path = [d for d in env.get("PATH", "").split(os.pathsep) if d]
+    env["PATH"] = os.pathsep.join(d for d in path if not (Path(d).parent / "pyvenv.cfg").exists())
+    env["BENCH_ARGS"] = "--quick"
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["MPLCONFIGDIR"] = str(home / "mpl")
+    return env
+
+
+# --- the documents themselves --------------------------------------------------------
+
+
+def test_readme_has_no_relative_links():
+    # README.md is the long description on a package index, where a relative
+    # link leads nowhere: files are named, not linked.
+    links = re.findall(r"\]\(([^)]+)\)", (ROOT / "README.md").read_text())
+    assert links and all(link.startswith("https://") for link in links), links
+
+
+def test_the_script_holds_the_examples():
+    script = docs_script()
+    # The venv, then the root and oversubscription lines, then the first mpiexec.
+    first_mpiexec = script.index("\nmpiexec ")
+    assert script.index("pip install '.[mpi]'") < script.index(". .venv/bin/activate")
+    assert script.index("export OMPI_ALLOW_RUN_AS_ROOT=1") < first_mpiexec
+    assert script.index("export PRTE_MCA_rmaps_default_mapping_policy=") < first_mpiexec
+    assert "cat > squares.py" in script
+    assert script.index("cat > squares.py") < script.index("python squares.py")
+    assert "scripts/bench-fib" in script and "scripts/bench-ring" in script
+    # Skipped: the cluster, the hostfile, the test suite itself.
+    assert "scripts/cluster" not in script
+    assert "--hostfile" not in script
+    assert "python -m pytest" not in script
+
+
+# --- every example, run ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(1500)
+def test_examples_run_as_written(tmp_path):
+    tree = tmp_path / "ringmpi"
+    shutil.copytree(ROOT, tree, ignore=COPY_IGNORE)
+    home = tmp_path / "home"
+    home.mkdir()
+    script = tmp_path / "docs.sh"
+    script.write_text(docs_script())
+    # Not mpirun.Process: that adds the Open MPI root variables, which the
+    # documents must set themselves.
+    popen = subprocess.Popen(
+        ["bash", str(script)],
+        cwd=tree,
+        env=user_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    try:
+        output, _ = popen.communicate(timeout=1400)
+    except subprocess.TimeoutExpired:
+        mpirun.kill_session(popen.pid)
+        output, _ = popen.communicate(timeout=30)
+        pytest.fail(f"the examples did not finish within 1400 s:\n{output[-8000:]}")
+    finally:
+        mpirun.kill_session(popen.pid)
+    assert popen.returncode == 0, output[-12000:]
+    # What the documents promise, from the runs themselves.
+    squares = next(
+        b.text for b in code_blocks("README.md") if b.text.startswith("[0, 1, 4, 9, 16]")
+    )
+    assert squares in output.splitlines(), output[-4000:]
+    assert 'Processor 0 received message "P0P1P2P3" from rank 3' in output
+    assert output.count("done: ") >= 2, output[-4000:]  # the fibfarm runs without -q, --json
+    report = json.loads((tree / "fib.json").read_text())
+    assert report["quick"] is True and report["targets"] == []
+    for png in ("fib.png", "ring-3.png", "ring-2.png"):
+        assert (tree / png).read_bytes()[:4] == b"\x89PNG", png

@@ -1,0 +1,118 @@
+"""fibfarm's command line in-process: refusals come at once for any input, and the wording."""
+
+from __future__ import annotations
+
+import decimal
+import time
+
+import pytest
+
+from ringmpi import fib as fibmod
+from ringmpi import fibfarm
+from ringmpi.harness import UsageError
+
+
+def power(value: int) -> str:
+    """Format an exact int as ``1.23e+45`` from its digits (no float)."""
+    digits = str(value)
+    mantissa = decimal.Decimal(f"{digits[0]}.{digits[1:8]}").quantize(decimal.Decimal("0.01"))
+    exponent = len(digits) - 1
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.2f}e+{exponent:02d}"
+
+
+@pytest.fixture
+def no_big_work(monkeypatch):
+    """Make the slow ways of refusing fail: exact huge Fibonacci numbers, and
+    building the sub-tasks of a split."""
+    exact = fibmod.fib_exact
+
+    def small_exact(n):
+        assert n <= 1000, f"fib_exact({n}) computed for a refusal"
+        return exact(n)
+
+    def never(*args):
+        raise AssertionError("the sub-tasks were built for a refusal")
+
+    monkeypatch.setattr(fibmod, "fib_exact", small_exact)
+    monkeypatch.setattr(fibmod, "split", never)
+    monkeypatch.setattr(fibfarm, "subtasks", never)
+
+
+def refusal(argv: list[str]) -> str:
+    start = time.perf_counter()
+    with pytest.raises(UsageError) as caught:
+        fibfarm.main(argv)
+    # Instant: tens of microseconds here; the bound only catches real work.
+    assert time.perf_counter() - start < 2.0
+    return str(caught.value)
+
+
+#: Exact call counts, computed before any test patches fib_exact.
+EXACT_CALLS = {n: fibmod.calls(n) for n in (1500, 10000)}
+
+
+@pytest.mark.parametrize(("argv", "n"), [(["1500"], 1500), (["1-10000"], 10000)])
+def test_huge_n_is_refused_at_once_with_the_estimate(argv, n, no_big_work):
+    message = refusal(argv)
+    assert message.startswith(f"fib({n}) by naive recursion makes {power(EXACT_CALLS[n])} calls")
+    assert "years of CPU time" in message and message.endswith("pass --force to run them anyway")
+
+
+def test_astronomical_n_is_refused_at_once(no_big_work):
+    # log10 of 2 * phi**n / sqrt(5), to 50 digits.
+    decimal.getcontext().prec = 50
+    five = decimal.Decimal(5)
+    phi = (1 + five.sqrt()) / 2
+    log = decimal.Decimal(2).log10() + 100_000_000 * phi.log10() - five.sqrt().log10()
+    message = refusal(["100000000"])
+    assert f"e+{int(log)} calls" in message, message
+    # Past a float, still one line and no OverflowError.
+    message = refusal(["1" + "0" * 400])
+    assert "makes more than 1e+308 calls" in message, message
+
+
+def test_too_many_sub_tasks_are_refused_at_once(no_big_work):
+    message = refusal(["38", "--split", "30"])
+    count = fibmod.split_count(38, 30)
+    assert count > fibfarm.MAX_TASKS
+    assert message == (
+        f"--split 30 makes {count} sub-tasks of 1 task: a run may have at most "
+        f"{fibfarm.MAX_TASKS}; give a smaller --split"
+    )
+    # --force lifts the time limit, not this one; 92 > 2 * 30: every branch unfolds.
+    message = refusal(["92", "--force", "--split", "30"])
+    assert message.startswith(f"--split 30 makes {2**30} sub-tasks of 1 task")
+
+
+def test_too_many_tasks_in_ranges_are_refused_at_once(no_big_work):
+    message = refusal(["1-2000000", "--force"])
+    assert (
+        message
+        == f"range '1-2000000' makes 2000000 tasks: a run may have at most {fibfarm.MAX_TASKS}"
+    )
+    message = refusal(["1-600000", "1-600000", "--force"])
+    assert message.startswith("range '1-600000' makes 600000 tasks")
+
+
+@pytest.mark.parametrize(("n", "depth"), [(n, d) for n in range(1, 30) for d in range(0, 12)])
+def test_split_count_is_the_length_of_split(n, depth):
+    assert fibmod.split_count(n, depth) == len(fibmod.split(n, depth))
+
+
+def test_help_names_the_values():
+    text = " ".join(fibfarm.build_parser().format_help().split())
+    assert "--timeout SECONDS" in text and "TIMEOUT" not in text
+    assert "--task-timeout SECONDS" in text
+    assert "--chunksize N" in text and "CHUNKSIZE" not in text
+
+
+def test_report_says_1_rank_and_1_task(capsys):
+    # This process is a world of one rank: the root computes.
+    assert fibfarm.main(["20", "--baseline", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "fib(20) = 6765" in out
+    assert "# 1 task on 1 rank, 1 computing, dynamic" in out
+    assert "on 1 computing rank\n" in out
+    assert "verified 1 result against exact Fibonacci" in out

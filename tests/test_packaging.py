@@ -1,0 +1,137 @@
+"""Packaging: the sdist and wheel, the commands they install, --version, no MPI."""
+
+from __future__ import annotations
+
+import email
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import mpirun
+import pytest
+
+import ringmpi
+from ringmpi import cli
+
+ROOT = mpirun.ROOT
+BIN = Path(sys.executable).parent
+PROGRAMS = ("ringmpi.ring", "ringmpi.fibfarm", "ringmpi.bench")
+SCRIPTS = ("ringmpi", "ringmpi-ring", "ringmpi-fibfarm", "ringmpi-bench")
+# mpi4py's binary wheels load the MPI library named here instead of looking
+# for one: a path that does not exist is a machine without MPI.
+NO_MPI = {"MPI4PY_LIBMPI": "/nonexistent/libmpi.so"}
+
+
+def _tree_files(under: str) -> set[str]:
+    return {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / under).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")
+    }
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory):
+    """Build the sdist and the wheel with ``python -m build``, as a release would."""
+    out = tmp_path_factory.mktemp("dist")
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    [sdist] = out.glob("*.tar.gz")
+    [wheel] = out.glob("*.whl")
+    return sdist, wheel
+
+
+def test_sdist_holds_what_the_tests_need(dists, tmp_path):
+    sdist, _ = dists
+    assert sdist.name == f"ringmpi-{ringmpi.__version__}.tar.gz"
+    with tarfile.open(sdist) as tar:
+        top = f"ringmpi-{ringmpi.__version__}/"
+        names = {m.name[len(top) :] for m in tar.getmembers() if m.isfile()}
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and 3.9.17+ / 3.10.12+ / 3.11.4+
+            tar.extractall(tmp_path, filter="data")
+        else:
+            tar.extractall(tmp_path)  # our own sdist, just built
+    needed = _tree_files("tests") | _tree_files("ringmpi") | _tree_files("scripts")
+    needed |= {"LICENSE", "README.md", "BENCHMARKS.md", "pyproject.toml", "docker/Dockerfile"}
+    assert needed <= names, sorted(needed - names)
+    assert not [n for n in names if "__pycache__" in n or n.startswith((".venv", ".git/"))]
+    # The tests run from the unpacked sdist (its tests/, this venv's ringmpi).
+    unpacked = tmp_path / top
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_ring.py"],
+        cwd=unpacked,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
+
+
+def test_wheel_holds_the_package_and_its_metadata(dists):
+    _, wheel = dists
+    version = ringmpi.__version__
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+        info = f"ringmpi-{version}.dist-info/"
+        metadata = email.message_from_bytes(whl.read(info + "METADATA"))
+        entry_points = whl.read(info + "entry_points.txt").decode()
+    package = {n for n in _tree_files("ringmpi") if n.endswith(".py")}
+    assert package <= names, sorted(package - names)
+    assert not [n for n in names if n.startswith("tests/")]
+    assert metadata["Version"] == version
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata.get_all("License-File") == ["LICENSE"]
+    assert info + "licenses/LICENSE" in names
+    for script in SCRIPTS:
+        assert f"{script} = ringmpi.cli:" in entry_points, entry_points
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_version(pyrun, program):
+    result = pyrun("-m", program, "--version", timeout=60).check(0)
+    assert result.stdout == f"python -m {program} {ringmpi.__version__}\n", result.describe()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_console_scripts_installed(script):
+    result = mpirun.Process([str(BIN / script), "--version"], timeout=60).wait().check(0)
+    assert result.stdout.strip().endswith(f" {ringmpi.__version__}"), result.describe()
+
+
+def test_python_m_ringmpi_lists_the_programs(pyrun):
+    result = pyrun("-m", "ringmpi", timeout=60).check(0)
+    assert result.stdout_lines[0].startswith(f"ringmpi {ringmpi.__version__}")
+    for script, module, _ in cli.PROGRAMS:
+        assert any(script in line and module in line for line in result.stdout_lines)
+    assert "MPI library: found by mpi4py" in result.stdout_lines, result.describe()
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_no_mpi_library_is_one_error_line(pyrun, program):
+    result = pyrun("-m", program, env=NO_MPI, timeout=60).check(1)
+    assert result.stdout == "", result.describe()
+    [line] = result.stderr_lines
+    assert line.startswith("error: mpi4py found no MPI library to load"), line
+    assert "pip install 'ringmpi[mpi]'" in line and "--no-binary mpi4py" in line, line
+
+
+def test_no_mpi_library_console_script_and_listing(pyrun):
+    result = mpirun.Process([str(BIN / "ringmpi-fibfarm"), "30"], env=NO_MPI).wait().check(1)
+    assert [line[:44] for line in result.stderr_lines] == [
+        "error: mpi4py found no MPI library to load ("
+    ], result.describe()
+    listing = pyrun("-m", "ringmpi", env=NO_MPI, timeout=60).check(0)
+    assert any(
+        line.startswith("MPI library: none: mpi4py found no MPI library")
+        for line in listing.stdout_lines
+    ), listing.describe()
