@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,15 @@ KEEPALIVE = [
     ("--prtemca", "oob_tcp_keepalive_intvl", "2"),
     ("--prtemca", "oob_tcp_keepalive_probes", "3"),
 ]
+#: A node whose ssh port has not answered for this many seconds while its
+#: ranks run is lost: mpiexec is killed (after a partition it may never exit).
+#: Longer than the keep-alive timeout, so Open MPI normally reports first.
+NODE_TIMEOUT = 15.0
+#: Seconds between two probes of the nodes, and the longest a probe waits.
+PROBE_INTERVAL = 2.0
+PROBE_TIMEOUT = 3.0
+#: Seconds between SIGTERM and SIGKILL to mpiexec's process group.
+KILL_GRACE = 5.0
 MCA_FLAGS = {"--mca", "-mca", "--gmca", "-gmca", "--prtemca", "--pmixmca"}
 
 
@@ -70,6 +80,80 @@ def reachable(host: str) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return done.returncode == 0
+
+
+def address(host: str) -> str:
+    """Return host's IPv4 address, or host itself when it has none now."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
+
+
+def port_open(host: str, port: int = 22) -> bool:
+    """Return True when host accepts a TCP connection on port within PROBE_TIMEOUT."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+class NodeWatch(threading.Thread):
+    """Probe the nodes that run ranks while mpiexec runs; end the run when one
+    has not answered for ``limit`` seconds.
+
+    A partitioned node is noticed by Open MPI's keep-alive probes after about
+    11 s, but mpiexec may then hang for ever; this ends it all the same.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], limit: float) -> None:
+        super().__init__(daemon=True)
+        self.proc = proc
+        self.limit = limit
+        self.hosts: list[str] = []
+        self.addresses: list[str] = []
+        self.lost: list[str] = []
+        #: hosts that did not answer the last probe
+        self.silent: set[str] = set()
+        self.done = threading.Event()
+
+    def watch(self, hosts: Sequence[str]) -> None:
+        """Start probing ``hosts`` (those that run ranks, known from the map).
+
+        They are probed by address: Docker's DNS takes 10 s to fail for a
+        container cut off its network, longer than a probe may take.
+        """
+        self.hosts = list(hosts)
+        self.addresses = [address(h) for h in self.hosts]
+        if self.hosts and self.limit > 0:
+            self.start()
+
+    def run(self) -> None:
+        silent_since: dict[str, float] = {}
+        with ThreadPoolExecutor(max_workers=min(32, len(self.hosts))) as pool:
+            while not self.done.wait(PROBE_INTERVAL):
+                now = time.monotonic()
+                for host, ok in zip(self.hosts, pool.map(port_open, self.addresses)):
+                    if ok:
+                        silent_since.pop(host, None)
+                    else:
+                        silent_since.setdefault(host, now)
+                self.silent = set(silent_since)
+                end = time.monotonic()  # a probe that failed took PROBE_TIMEOUT
+                self.lost = [h for h, t in silent_since.items() if end - t >= self.limit]
+                if self.lost and not self.done.is_set():
+                    print(
+                        f"{PROG}: error: {', '.join(self.lost)} not answering for "
+                        f"{self.limit:g} s: ending the run",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    terminate(self.proc)
+                    return
+
+    def stop(self) -> None:
+        self.done.set()
 
 
 def check_hosts(hosts: Sequence[str]) -> dict[str, bool]:
@@ -151,6 +235,18 @@ def mca_defaults(argv: Sequence[str], net: str) -> list[str]:
     ]
 
 
+def seconds(name: str, default: float) -> float:
+    """Return the environment variable name as seconds >= 0 (0: off)."""
+    value = os.environ.get(name, "").strip()
+    try:
+        number = float(value) if value else default
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < 1e9:  # also nan and inf
+        raise LaunchError(f"{name} must be a number of seconds, not {value!r}")
+    return number
+
+
 def run(argv: Sequence[str]) -> int:
     if os.getuid() == 0:
         raise LaunchError("run me as the user mpi (docker exec -u mpi ...)")
@@ -181,7 +277,8 @@ def run(argv: Sequence[str]) -> int:
     env = dict(os.environ)
     # More ranks than slots is allowed; an explicit --map-by still wins.
     env.setdefault("PRTE_MCA_rmaps_default_mapping_policy", "slot:oversubscribe")
-    timeout = float(os.environ.get("RINGMPI_TIMEOUT") or 0)
+    timeout = seconds("RINGMPI_TIMEOUT", 0)
+    node_timeout = seconds("RINGMPI_NODE_TIMEOUT", NODE_TIMEOUT)
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, start_new_session=True)
 
@@ -195,12 +292,19 @@ def run(argv: Sequence[str]) -> int:
         signal.signal(signal.SIGALRM, lambda *_: kill_after_timeout(proc, timeout))
         signal.setitimer(signal.ITIMER_REAL, timeout)
     mapper = MapFilter()
+    watch = NodeWatch(proc, node_timeout)
     assert proc.stdout is not None
     for line in proc.stdout:
+        was_map = mapper.in_map
         if not mapper.feed(line):
             sys.stdout.buffer.write(line)
             sys.stdout.flush()
+        if was_map and not mapper.in_map and not watch.hosts:
+            watch.watch([h for h in mapper.ranks if h != head])
     rc = proc.wait()
+    watch.stop()
+    if rc < 0:  # killed by a signal, as a shell reports it
+        rc = 128 - rc
     signal.setitimer(signal.ITIMER_REAL, 0)
     if getattr(proc, "timed_out", False):
         print(
@@ -213,7 +317,11 @@ def run(argv: Sequence[str]) -> int:
     # Open MPI 5 may exit 0 after losing a node: check that every node that
     # ran ranks still answers, and fail loudly when one does not.
     used = [h for h in mapper.ranks if h != head]
-    lost = [h for h, ok in check_hosts(used).items() if not ok]
+    # (a host that did not answer the watch's last probe is not asked again:
+    # a name Docker's DNS forgot takes 10 s to fail)
+    silent = set(watch.lost) | watch.silent
+    answers = check_hosts([h for h in used if h not in silent])
+    lost = sorted(silent | {h for h, ok in answers.items() if not ok})
     if lost:
         print(
             f"{PROG}: error: lost node{'s' if len(lost) > 1 else ''} during the run: "
@@ -227,9 +335,15 @@ def run(argv: Sequence[str]) -> int:
 
 def kill_after_timeout(proc: subprocess.Popen[bytes], timeout: float) -> None:
     proc.timed_out = True  # type: ignore[attr-defined]
+    terminate(proc)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM mpiexec's process group, SIGKILL it KILL_GRACE s later."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        for _ in range(50):
+        deadline = time.monotonic() + KILL_GRACE
+        while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return
             time.sleep(0.1)

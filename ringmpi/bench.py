@@ -95,6 +95,28 @@ def fib_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": extra <= 2.0,
             }
         )
+    plain, journaled = _row(report, "tiny", "farm-dynamic"), _row(report, "tiny", "farm-journal")
+    if plain is not None and journaled is not None:
+        value = 100 * (journaled["wall_min"] / plain["wall_min"] - 1)
+        out.append(
+            {
+                "target": "tiny: farm-journal overhead over farm-dynamic [%] <= 3",
+                "value": value,
+                "limit": 3.0,
+                "met": value <= 3.0,
+            }
+        )
+    plain, journaled = _row(report, "empty", "farm-dynamic"), _row(report, "empty", "farm-journal")
+    if plain is not None and journaled is not None:
+        value = journaled["per_task_us"] - plain["per_task_us"]
+        out.append(
+            {
+                "target": "empty: farm-journal overhead per task [us] <= 20",
+                "value": value,
+                "limit": 20.0,
+                "met": value <= 20.0,
+            }
+        )
     return out
 
 

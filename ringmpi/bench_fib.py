@@ -38,9 +38,17 @@ APPROACHES = (
     "farm-static",
     "farm-split",
     "farm-trace",
+    "farm-journal",
 )
 #: Approaches that need every rank; the others run on rank 0 alone.
-MPI_APPROACHES = ("futures", "farm-dynamic", "farm-static", "farm-split", "farm-trace")
+MPI_APPROACHES = (
+    "futures",
+    "farm-dynamic",
+    "farm-static",
+    "farm-split",
+    "farm-trace",
+    "farm-journal",
+)
 #: What each approach's speed-up is measured against.
 BASELINE = {"c-threads": "c-sequential"}
 DESCRIPTION = {
@@ -55,6 +63,7 @@ DESCRIPTION = {
     "farm-static": "ringmpi fibfarm, static scatter/gather of balanced shares",
     "farm-split": "ringmpi fibfarm, dynamic, each fib(n) split 3 levels",
     "farm-trace": "ringmpi fibfarm, dynamic, with trace=True (one span per task)",
+    "farm-journal": "ringmpi fibfarm, dynamic, every result journaled (a fresh SQLite journal)",
 }
 #: Levels of unfolding for ``farm-split``.
 SPLIT_DEPTH = 3
@@ -375,6 +384,11 @@ def run_mpi_approach(comm, approach: str, tasks: list[int] | None):
                 wall, cpu = MPI.Wtime() - start, time.process_time() - cpu
                 out = (results, wall, max(1, comm.Get_size() - 1), cpu)
         return out
+    journal = None
+    if approach == "farm-journal":
+        # Only the root's path is used; a fresh journal for every run.
+        folder = tempfile.mkdtemp(prefix="ringmpi-journal-") if rank == 0 else ""
+        journal = os.path.join(folder, "bench.db")
     cpu, start = time.process_time(), MPI.Wtime()
     done = fibfarm.run(
         comm,
@@ -382,8 +396,11 @@ def run_mpi_approach(comm, approach: str, tasks: list[int] | None):
         schedule="static" if approach == "farm-static" else "dynamic",
         split=SPLIT_DEPTH if approach == "farm-split" else 0,
         trace=approach == "farm-trace",
+        journal=journal,
     )
     wall, cpu = MPI.Wtime() - start, time.process_time() - cpu
+    if journal is not None and rank == 0:
+        shutil.rmtree(os.path.dirname(journal), ignore_errors=True)
     if done is None:
         return None
     results, stats = done

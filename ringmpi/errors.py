@@ -6,6 +6,7 @@ into one line and an exit status. Nothing here needs MPI.
 
 from __future__ import annotations
 
+import sys
 import traceback
 
 #: Exit status for any failure without a more specific one.
@@ -85,3 +86,15 @@ def degraded() -> bool:
 def format_exception(exc: BaseException) -> str:
     """Return the full traceback text of ``exc``, chained exceptions included."""
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def write_stderr(text: str) -> None:
+    # One write, newline included: with unbuffered output (python -u,
+    # PYTHONUNBUFFERED=1) print() writes the newline separately, and mpiexec's
+    # own abort message can land between the two.
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def print_error(message: str) -> None:
+    write_stderr(f"error: {message}")

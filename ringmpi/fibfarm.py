@@ -13,11 +13,14 @@ from typing import Any, TextIO
 
 from . import __version__, trace
 from . import fib as fibmod
+from . import journal as journalmod
+from .errors import EXIT_FAILURE
 from .farm import Farm, FarmStats
 from .harness import (
     ArgumentParser,
     RingmpiError,
     UsageError,
+    arg_type,
     int_arg,
     launch,
     plural,
@@ -28,11 +31,26 @@ from .harness import (
 
 PROG = "python -m ringmpi.fibfarm"
 DEFAULT_TASKS = [38, 37, 36, 35, 34, 33]
+#: Seconds a stopped run waits for the tasks in flight.
+DEFAULT_GRACE = 5.0
 #: Estimated single-core time above which a run needs --force.
 MAX_SECONDS = 3600.0
 #: Most tasks a run may have, after --split (even with --force): each costs
 #: the root memory and time to hand out.
 MAX_TASKS = 1_000_000
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"invalid number {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"must be a finite number, 0 or more, not {text}")
+    return value
+
+
+non_negative_float = arg_type(_non_negative_float)
 
 _RANGE_RE = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
 
@@ -140,6 +158,47 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--force", action="store_true", help="run even when the estimate is over an hour"
     )
+    parser.add_argument(
+        "--journal",
+        metavar="PATH",
+        default=None,
+        help="record every result in this SQLite journal as it arrives",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --journal: skip the tasks it holds a result for",
+    )
+    parser.add_argument(
+        "--resume-failed",
+        action="store_true",
+        help="like --resume, and run again the tasks whose journal entry is an error",
+    )
+    parser.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="resume even a journal of another task list",
+    )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="print what --journal holds (done, failed, missing, slowest) and exit; no MPI",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int_arg(0),
+        default=0,
+        metavar="K",
+        help="run a task that raised again, up to K times (dynamic schedule)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=non_negative_float,
+        default=DEFAULT_GRACE,
+        metavar="S",
+        help="on SIGTERM/SIGINT/SIGUSR1, wait up to S seconds for tasks in flight "
+        f"(default {DEFAULT_GRACE:g})",
+    )
     parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     parser.add_argument(
         "--trace",
@@ -212,6 +271,11 @@ def run(
     fault_tolerant: bool = False,
     progress: Callable[[int, int], None] | None = None,
     trace: bool = False,
+    journal: str | None = None,
+    resume: bool | str = False,
+    force_resume: bool = False,
+    retries: int = 0,
+    grace: float | None = None,
 ) -> tuple[list[int], FarmStats] | None:
     """Run the farm of ``fib`` over ``tasks``; collective.
 
@@ -225,6 +289,7 @@ def run(
         fault_tolerant: Survive lost workers under ULFM.
         progress: Called on the root as ``progress(done, total)``.
         trace: Record one span per farm item in ``stats.trace``.
+        journal, resume, force_resume, retries, grace: As for ``Farm``.
 
     Returns:
         On the root ``(results, stats)`` with one exact int per task, else None.
@@ -240,6 +305,11 @@ def run(
         progress=progress,
         fault_tolerant=fault_tolerant,
         trace=trace,
+        journal=journal,
+        resume=resume,
+        force_resume=force_resume,
+        retries=retries,
+        grace=grace,
     )
     values = farm.map(items)
     if values is None or tasks is None or items is None:
@@ -396,6 +466,11 @@ def checked_tasks(args) -> list[int]:
                     f"{plural(len(tasks), 'task')}: a run may have at most {MAX_TASKS}; "
                     "give a smaller --split"
                 )
+    if args.retries and args.schedule != "dynamic":
+        raise UsageError("--retries needs the dynamic schedule")
+    for flag in ("resume", "resume_failed", "force_resume"):
+        if getattr(args, flag) and args.journal is None:
+            raise UsageError(f"--{flag.replace('_', '-')} needs --journal PATH")
     log_estimate = fibmod.log10_estimate_seconds(tasks)
     if log_estimate > math.log10(MAX_SECONDS) and not args.force:
         biggest = max(tasks)
@@ -434,6 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             fault_tolerant=args.fault_tolerant,
             progress=progress,
             trace=bool(args.trace or args.timeline),
+            journal=args.journal,
+            resume="failed" if args.resume_failed else args.resume or args.force_resume,
+            force_resume=args.force_resume,
+            retries=args.retries,
+            grace=args.grace,
         )
     if outcome is None:
         return 0
@@ -462,5 +542,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def status(argv: Sequence[str] | None = None) -> int:
+    """Print what a journal holds; ``--journal PATH --status``, without MPI."""
+    args = build_parser().parse_args(argv)
+    if args.journal is None:
+        raise UsageError("--status needs --journal PATH")
+    summary = journalmod.summarize(args.journal)
+    print(format_status(args.journal, summary), flush=True)
+    return 0
+
+
+def format_status(path: str, summary: journalmod.Summary) -> str:
+    """The text of ``--status``."""
+    lines = [
+        f"# journal {path}: {summary.identity.describe()}",
+        f"done {summary.done}, failed {summary.failed}, missing {summary.missing} "
+        f"of {summary.identity.tasks} tasks ({summary.attempts} attempts)",
+    ]
+    if summary.slowest:
+        lines.append(f"# slowest {'index':>6} {'seconds':>9} {'rank@host':<20} task")
+        for idx, task, seconds, where in summary.slowest:
+            lines.append(f"  {'':7} {idx:>6} {seconds:>9.3f} {where or '?':<20} {task}")
+    for idx, task, error in summary.errors:
+        lines.append(f"failed: task {idx} ({task}): {error}")
+    return "\n".join(lines)
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``--status`` reads a journal without MPI, the rest
+    runs under :func:`launch`."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if "--status" in words:
+        try:
+            return status(words)
+        except RingmpiError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return exc.exit_code or EXIT_FAILURE
+    return launch(main, words)
+
+
 if __name__ == "__main__":
-    sys.exit(launch(main))
+    sys.exit(cli())

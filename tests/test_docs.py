@@ -172,5 +172,7 @@ def test_examples_run_as_written(tmp_path):
     assert output.count("done: ") >= 2, output[-4000:]  # the fibfarm runs without -q, --json
     report = json.loads((tree / "fib.json").read_text())
     assert report["quick"] is True and report["targets"] == []
-    for png in ("fib.png", "ring-3.png", "ring-2.png"):
+    trace = json.loads((tree / "run.json").read_text())
+    assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == 6  # fib(30..25)
+    for png in ("fib.png", "ring-3.png", "ring-2.png", "run.png"):
         assert (tree / png).read_bytes()[:4] == b"\x89PNG", png

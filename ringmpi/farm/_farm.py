@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import socket
@@ -11,7 +12,8 @@ from typing import Any, TypeVar
 
 from .. import config, poll
 from ..errors import RingmpiError, mark_degraded
-from . import _ft
+from ..journal import Identity, Journal, JournalError, Row
+from . import _ft, _stop
 from ._outcome import (
     Errors,
     FarmError,
@@ -20,10 +22,12 @@ from ._outcome import (
     Outcome,
     Schedule,
     WorkerStats,
+    short_repr,
 )
 from ._plan import balance, make_chunks, node_cores, plan_workers
 from ._root import Dispatcher, run_static
 from ._start import FarmUsageError, check_setup, join, start
+from ._stop import FarmStopped, Stop
 from ._trace import Tracer, clock_offsets
 from ._worker import Setup, serve_dynamic, serve_static
 
@@ -64,6 +68,21 @@ class Farm:
         trace: Record one ``TaskSpan`` per task in ``stats.trace``: rank,
             host, start and end on the root's clock, chunk, and when the root
             sent the chunk and had it back (see :mod:`ringmpi.trace`).
+        journal: Path of a journal (SQLite) that records every outcome on
+            the root as it arrives (see :mod:`ringmpi.journal`). Every rank
+            passes the same ``journal``, ``resume`` and ``grace``.
+        resume: Continue the run the journal holds: tasks with a result there
+            are not run again and come back as if computed; tasks that failed
+            run again, except with ``errors="collect"``, where their error
+            stays. ``"failed"`` reruns the failed tasks in both modes. With no
+            journal at the path, the run starts afresh.
+        force_resume: Resume even a journal of another function or task list.
+        retries: Run a task that raised again, up to this many times (dynamic
+            schedule); every attempt is journaled, the last error is kept.
+        grace: Handle SIGTERM, SIGINT and SIGUSR1 while the farm runs: stop
+            handing out work, wait up to ``grace`` seconds for the chunks in
+            flight, and raise ``FarmStopped`` (exit status 128 + signal) on
+            every rank. None (default) leaves the signals alone.
 
     Raises:
         FarmUsageError: A bad option (a ``ValueError``); raised alike on
@@ -89,6 +108,11 @@ class Farm:
         fault_tolerant: bool = False,
         join_timeout: float | None = None,
         trace: bool = False,
+        journal: str | None = None,
+        resume: bool | str = False,
+        force_resume: bool = False,
+        retries: int = 0,
+        grace: float | None = None,
     ):
         self.errors = _choice(Errors, errors, "errors")
         self.schedule = _choice(Schedule, schedule, "schedule")
@@ -112,6 +136,26 @@ class Farm:
         if join_timeout is None:
             join_timeout = config.join_timeout()
         self.join_timeout = join_timeout or None
+        if retries < 0:
+            raise FarmUsageError(f"retries must not be negative, not {retries}")
+        if retries and self.schedule is not Schedule.DYNAMIC:
+            raise FarmUsageError("retries need the dynamic schedule")
+        if resume not in (False, True, "failed"):
+            raise FarmUsageError(f"resume must be True, False or 'failed', not {resume!r}")
+        if grace is not None and grace < 0:
+            raise FarmUsageError(f"grace must not be negative, not {grace}")
+        self.journal_path = None if journal is None else str(journal)
+        self.resume = resume
+        self.force_resume = force_resume
+        self.retries = retries
+        self.grace = grace
+        #: During a run on the root: the open journal, the indices of the
+        #: tasks this run computes, and how many tasks have a final outcome.
+        self._journal: Journal | None = None
+        self._todo: list[int] = []
+        self._final = 0
+        self._results = 0
+        self._stop: Stop | None = None
         self.comm = comm
         self.fn = fn
         self.root = root
@@ -174,6 +218,7 @@ class Farm:
         ft = self.fault_tolerant and config.ulfm_enabled()
         if ft:
             comm.Set_errhandler(MPI.ERRORS_RETURN)
+        self._stop = None if self.grace is None else Stop(self.grace)
         try:
             layout = self._gather_layout(comm, ft)
             problem = None
@@ -182,14 +227,89 @@ class Farm:
                 problem = check_setup(self.fn, setup, tasks)
             trace = start(comm, self.root, problem, self.trace)
             offsets = clock_offsets(comm, self.root) if trace else None
-            if self._is_root:
-                assert tasks is not None
-                yield from self._root(comm, tasks, layout, ft, begin, offsets)
-            else:
-                self._serve(comm, ft, trace)
+            kept = self._open_journal(comm, tasks or [])
+            with self._stop.installed() if self._stop else _nothing():
+                if self._is_root:
+                    assert tasks is not None
+                    yield from kept
+                    work = [tasks[i] for i in self._todo]
+                    for index, value in self._root(comm, work, layout, ft, begin, offsets):
+                        yield self._todo[index], value
+                    self._agree_on_stop(comm, ft, len(tasks))
+                else:
+                    self._serve(comm, ft)
+                    self._agree_on_stop(comm, ft, 0)
         finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
             if not self.stats.lost:
                 comm.Free()
+
+    # -- journal and stop -------------------------------------------------------
+
+    def _open_journal(self, comm, tasks: list[Any]) -> list[tuple[int, Any]]:
+        """Open the journal on the root and tell every rank whether it could.
+
+        Returns:
+            On the root, ``(index, value)`` of the tasks the journal already
+            holds (their outcomes come back without running); else empty.
+        """
+        self._todo = list(range(len(tasks)))
+        self._final = self._results = 0
+        if self.journal_path is None:
+            return []
+        problem = None
+        if self._is_root:
+            try:
+                identity = Identity.of(self.fn, tasks)
+                self._journal = Journal.open(
+                    self.journal_path, identity, resume=bool(self.resume), force=self.force_resume
+                )
+            except JournalError as exc:
+                problem = str(exc)
+        # Decided on the root before any work: every rank raises the same error.
+        problem = comm.bcast(problem, root=self.root)
+        if problem is not None:
+            raise JournalError(problem)
+        if self._journal is None:
+            return []
+        kept: list[tuple[int, Any]] = []
+        self._todo = []
+        rerun_failed = self.resume == "failed" or self.errors is Errors.RAISE
+        for index in range(len(tasks)):
+            ok, value = self._journal.previous.get(index, (False, None))
+            if ok or (index in self._journal.previous and not rerun_failed):
+                kept.append((index, value))
+            else:
+                self._todo.append(index)
+        self._final = len(kept)
+        self._results = self._journal.done
+        errors = [value for index, value in kept if index not in self._done_indices()]
+        self.stats.errors.extend(errors)
+        if kept and self.progress is not None:
+            self.progress(len(kept), len(tasks))
+        return kept
+
+    def _done_indices(self) -> set[int]:
+        assert self._journal is not None
+        return {i for i, (ok, _) in self._journal.previous.items() if ok}
+
+    def _agree_on_stop(self, comm, ft: bool, total: int) -> None:
+        """After a stop signal, every rank learns from the root whether the
+        run ended early, and raises ``FarmStopped`` if it did."""
+        if self._stop is None:
+            return
+        signum = self._stop.signum or 0
+        early = self._is_root and signum and self._final < total
+        decided = _stop.agree(comm, signum if early else 0, ft)
+        if decided:
+            raise self._stopped(decided, total, collective=True)
+
+    def _stopped(self, signum: int, total: int, collective: bool) -> FarmStopped:
+        journal = self.journal_path if self._journal is not None else None
+        done = self._journal.done if self._journal is not None else self._results
+        return FarmStopped(signum, done, total, journal, collective)
 
     def _gather_layout(self, comm, ft: bool) -> list[tuple[str, int]] | None:
         """Gather each rank's host and node cores on the root."""
@@ -207,11 +327,11 @@ class Farm:
                 "fault tolerance covers losses after start-up"
             ) from None
 
-    def _serve(self, comm, ft: bool, trace: bool) -> None:
+    def _serve(self, comm, ft: bool) -> None:
         if self.schedule is Schedule.STATIC:
-            serve_static(comm, self.root, trace)
+            serve_static(comm, self.root)
         else:
-            serve_dynamic(comm, self.root, trace)
+            serve_dynamic(comm, self.root)
         # Ranks that are done wait longer between polls: nothing is urgent.
         _end(comm, ft, failed=False, backoff=poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
 
@@ -242,7 +362,7 @@ class Farm:
         tracer = None
         if offsets is not None:
             origin = time.perf_counter() - start  # seconds of start-up already past
-            tracer = Tracer(stats.trace, hosts, offsets, _wtime() - origin)
+            tracer = Tracer(stats.trace, hosts, offsets, time.time() - origin)
         try:
             if self.schedule is Schedule.STATIC:
                 shares = dict(zip(computing, balance(len(tasks), len(computing), costs)))
@@ -258,6 +378,7 @@ class Farm:
                     comm, self.root, self.host, tasks, chunks, setup, stats,
                     ft=ft, stop_on_error=self.errors is Errors.RAISE,
                     task_timeout=self.task_timeout, tracer=tracer,
+                    retries=self.retries, stop=self._stop,
                 )  # fmt: skip
                 dispatcher.start(active, idle, root_computes)
                 try:
@@ -271,6 +392,9 @@ class Farm:
                     dispatcher.drain()
                     _end(comm, ft, failed=bool(stats.lost))
                     raise
+                if dispatcher.abandoned and self._stop is not None and self._stop.signum:
+                    # Chunks still in flight past the grace: end the job now.
+                    raise self._stopped(self._stop.signum, self._total(), collective=False)
                 dispatcher.drain()
         except GeneratorExit:
             if self.schedule is Schedule.STATIC:  # everything was gathered already
@@ -282,27 +406,55 @@ class Farm:
         if stats.errors and self.errors is Errors.RAISE:
             raise FarmError.of(stats.errors)
 
+    def _total(self) -> int:
+        return self._journal.identity.tasks if self._journal is not None else len(self._todo)
+
     def _emit(self, batches: Iterable[list[Outcome]], tasks: list[Any]):
         """Yield ``(index, value)`` per outcome; record errors, and yield them
-        in place of the value when they are collected."""
-        done = 0
+        in place of the value when they are collected. Every outcome, a failed
+        attempt that will be retried included, goes to the journal first."""
+        done = self._final
+        total = self._total()
         for outcomes in batches:
+            retried = getattr(outcomes, "retried", ())
+            if self._journal is not None:
+                self._record(outcomes, tasks)
             for index, value, error in outcomes:
+                if index in retried:
+                    continue
+                done += 1
+                self._final += 1
                 if error is None:
+                    self._results += 1
                     yield index, value
                     continue
                 self.stats.errors.append(error)
                 if self.errors is Errors.COLLECT:
                     yield index, error
-            done += len(outcomes)
             if self.progress is not None:
-                self.progress(done, len(tasks))
+                self.progress(done, total)
+
+    def _record(self, outcomes: list[Outcome], tasks: list[Any]) -> None:
+        journal = self._journal
+        assert journal is not None
+        rank = getattr(outcomes, "rank", None)
+        host = getattr(outcomes, "host", None)
+        ends = getattr(outcomes, "ends", None) or [None] * len(outcomes)
+        start = getattr(outcomes, "start", None)
+        rows = []
+        for (index, value, error), end in zip(outcomes, ends):
+            original = self._todo[index]
+            rows.append(
+                Row(original, journal.next_attempt(original), value, error,
+                    short_repr(tasks[index], 60), rank, host, start, end)
+            )  # fmt: skip
+            start = end
+        journal.record(rows)
 
 
-def _wtime() -> float:
-    from mpi4py import MPI
-
-    return MPI.Wtime()
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _choice(kind: type[E], value: Any, name: str) -> E:

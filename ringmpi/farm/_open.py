@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .. import poll
-from ._outcome import FarmStats, Outcome, Tag, TaskError, describe_error, sendable
+from ._outcome import Batch, FarmStats, Outcome, Tag, TaskError, describe_error, sendable
 from ._root import Dispatcher
 from ._worker import Setup, prepare, run_chunk
 
@@ -185,15 +185,13 @@ class OpenDispatcher(Dispatcher):
         else:
             self.in_flight.pop(rank, None)
 
-    def on_result(
-        self, rank: int, outcomes: list[Outcome], busy: float, times: list | None = None
-    ) -> None:
+    def on_result(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
         """Note ``rank``'s finished chunk (its oldest) and top it up."""
         held = self.sent[rank]
         held.popleft()
         if held:  # the next chunk starts now
             held[0] = (held[0][0], time.perf_counter())
-        self._count(rank, outcomes, busy, times)
+        self._count(rank, outcomes, busy)
         self.dispatch(rank)
 
     def recover(self) -> None:
@@ -230,8 +228,8 @@ class OpenDispatcher(Dispatcher):
                     payload = self.payload(indices)
                     self.computing_here = (indices, time.perf_counter())
                 outcomes, busy = run_chunk(fn, payload, self.root, self.host)
-                outcomes = [sendable(o, self.root, self.host) for o in outcomes]
-                self.local.put((outcomes, busy, None))
+                sent = [sendable(o, self.root, self.host) for o in outcomes]
+                self.local.put((Batch.like(outcomes, sent), busy))
                 self.computing_here = None
                 self.wake()
         except BaseException as exc:  # never lose a chunk silently
@@ -245,7 +243,7 @@ class OpenDispatcher(Dispatcher):
                 outcomes, busy = run_chunk(
                     prepare(self.setup), self.payload(indices), self.root, self.host
                 )
-                self.local.put((outcomes, busy, None))
+                self.local.put((outcomes, busy))
                 self.stats.worker(self.root)
 
     # -- taking in --------------------------------------------------------------

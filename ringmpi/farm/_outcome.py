@@ -17,6 +17,30 @@ if TYPE_CHECKING:
 Outcome = tuple[int, Any, "TaskError | None"]
 
 
+class Batch(list):
+    """A chunk's outcomes, with where and when they were computed.
+
+    A list of ``(index, value, error)`` that also carries ``rank``, ``host``,
+    ``start`` (wall-clock time the chunk began) and ``ends`` (when each task
+    ended), for the journal; on the root, ``retried`` holds the indices that
+    failed and will run again.
+    """
+
+    rank: int | None = None
+    host: str | None = None
+    start: float | None = None
+    ends: list[float] | None = None
+    retried: frozenset[int] = frozenset()
+
+    @classmethod
+    def like(cls, outcomes: list[Outcome], items: list[Outcome] | None = None) -> Batch:
+        """Return a ``Batch`` of ``items`` (default ``outcomes``) with the
+        metadata of ``outcomes``."""
+        batch = cls(outcomes if items is None else items)
+        batch.__dict__.update(getattr(outcomes, "__dict__", {}))
+        return batch
+
+
 class Tag(enum.IntEnum):
     """Message tags of the farm protocol."""
 

@@ -18,7 +18,17 @@ from typing import Any
 from .. import poll
 from ..errors import RingmpiError
 from . import _ft
-from ._outcome import FarmStats, FarmTimeout, LostWorker, Outcome, Tag, sendable, short_repr
+from ._outcome import (
+    Batch,
+    FarmStats,
+    FarmTimeout,
+    LostWorker,
+    Outcome,
+    Tag,
+    sendable,
+    short_repr,
+)
+from ._stop import Stop
 from ._trace import Tracer
 from ._worker import Setup, prepare, run_chunk
 
@@ -43,6 +53,9 @@ class Dispatcher:
         ft: Whether lost workers are survived (ULFM on).
         stop_on_error: Stop handing out work at the first failed task.
         task_timeout: Seconds a task may run before ``FarmTimeout``.
+        retries: Run a task that raised again, up to this many times.
+        stop: On a stop signal, hand out nothing more and wait for the
+            chunks in flight up to the grace period (then ``abandoned``).
     """
 
     def __init__(
@@ -59,6 +72,8 @@ class Dispatcher:
         stop_on_error: bool,
         task_timeout: float | None,
         tracer: Tracer | None = None,
+        retries: int = 0,
+        stop: Stop | None = None,
     ):
         self.comm, self.root, self.host = comm, root, host
         self.tasks = tasks
@@ -84,6 +99,12 @@ class Dispatcher:
         #: the chunk the root's thread is computing, and since when
         self.computing_here: tuple[list[int], float] | None = None
         self.backoff = poll.Backoff()
+        self.retries = retries
+        #: task index -> failed attempts that were retried
+        self.attempts: dict[int, int] = {}
+        self.stop = stop
+        #: stopped on a signal with chunks still in flight
+        self.abandoned = False
 
     # -- handing out ------------------------------------------------------------
 
@@ -143,14 +164,11 @@ class Dispatcher:
             fn = prepare(self.setup)
             while (indices := self.take()) is not None:
                 self.computing_here = (indices, time.perf_counter())
-                times: list[tuple[float, float]] | None = None
                 if self.tracer is not None:
                     self.tracer.handed_out(self.root)
-                    times = []
-                chunk = self.payload(indices)
-                outcomes, busy = run_chunk(fn, chunk, self.root, self.host, times)
-                outcomes = [sendable(o, self.root, self.host) for o in outcomes]
-                self.local.put((outcomes, busy, times))
+                outcomes, busy = run_chunk(fn, self.payload(indices), self.root, self.host)
+                sent = [sendable(o, self.root, self.host) for o in outcomes]
+                self.local.put((Batch.like(outcomes, sent), busy))
                 self.computing_here = None
         except BaseException as exc:  # never lose a chunk silently
             self.helper_error = exc
@@ -163,13 +181,17 @@ class Dispatcher:
     def outcomes(self) -> Iterator[list[Outcome]]:
         """Yield each chunk's outcomes as it arrives, until all are in."""
         while self._pending():
+            if self.stop is not None and self.stop.requested:
+                self.failed = True  # hand out nothing more
+                if self.stop.expired():
+                    self.abandoned = True
+                    return
             if self.chunks and not self.failed and not self._workers_left():
                 # Every worker is lost: the root finishes the work itself.
                 indices = self.chunks.popleft()
-                outcomes, busy = run_chunk(
-                    prepare(self.setup), self.payload(indices), self.root, self.host
+                self.local.put(
+                    run_chunk(prepare(self.setup), self.payload(indices), self.root, self.host)
                 )
-                self.local.put((outcomes, busy, None))
                 self.stats.worker(self.root)
             arrived = self._receive()
             if self.helper_error is not None:
@@ -179,9 +201,32 @@ class Dispatcher:
                 continue
             self.backoff.reset()
             for outcomes in arrived:
-                if self.stop_on_error and any(error for _, _, error in outcomes):
+                if self.retries:
+                    outcomes = self._retry(outcomes)
+                if self.stop_on_error and any(
+                    error for i, _, error in outcomes if i not in getattr(outcomes, "retried", ())
+                ):
                     self.failed = True
                 yield outcomes
+
+    def _retry(self, outcomes: list[Outcome]) -> Batch:
+        """Queue the failed tasks of ``outcomes`` that have retries left.
+
+        They go to the back of the queue, so another rank is likely to take
+        them; they are marked ``retried`` so that their error is recorded but
+        not reported.
+        """
+        batch = outcomes if isinstance(outcomes, Batch) else Batch.like(outcomes)
+        retried = set()
+        for index, _, error in batch:
+            if error is not None and self.attempts.get(index, 0) < self.retries:
+                self.attempts[index] = self.attempts.get(index, 0) + 1
+                retried.add(index)
+        if retried:
+            with self.lock:
+                self.chunks.extend([i] for i in sorted(retried))
+            batch.retried = frozenset(retried)
+        return batch
 
     def _pending(self) -> bool:
         return bool(
@@ -204,33 +249,31 @@ class Dispatcher:
             message = poll.improbe(self.comm, MPI.ANY_SOURCE, Tag.RESULT, status, self.backoff)
             if message is not None:
                 rank = status.Get_source()
-                outcomes, busy, times = message.recv()
-                self.on_result(rank, outcomes, busy, times)
+                outcomes, busy = message.recv()
+                self.on_result(rank, outcomes, busy)
                 arrived.append(outcomes)
         except MPI.Exception as exc:
             if not (self.ft and _ft.is_loss(exc)):
                 raise
             self.recover()
         while not self.local.empty():
-            outcomes, busy, times = self.local.get()
-            self._count(self.root, outcomes, busy, times)
+            outcomes, busy = self.local.get()
+            self._count(self.root, outcomes, busy)
             arrived.append(outcomes)
         return arrived
 
-    def on_result(
-        self, rank: int, outcomes: list[Outcome], busy: float, times: list | None = None
-    ) -> None:
+    def on_result(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
         """Note ``rank``'s finished chunk and hand it the next one."""
         self.in_flight.pop(rank)
-        self._count(rank, outcomes, busy, times)
+        self._count(rank, outcomes, busy)
         self.dispatch(rank)
 
-    def _count(self, rank: int, outcomes: list[Outcome], busy: float, times: list | None) -> None:
+    def _count(self, rank: int, outcomes: list[Outcome], busy: float) -> None:
         worker = self.stats.worker(rank)
         worker.tasks += len(outcomes)
         worker.busy += busy
-        if self.tracer is not None and times is not None:
-            self.tracer.came_back(rank, outcomes, times)
+        if self.tracer is not None:
+            self.tracer.came_back(rank, outcomes)
 
     def recover(self) -> None:
         """Requeue the work of lost workers and bring in spares (ULFM)."""
@@ -315,17 +358,16 @@ def run_static(
     mine = comm.scatter(sendobj, root=root)
     outcomes: list[Outcome] = []
     busy = 0.0
-    times: list[tuple[float, float]] | None = [] if tracer is not None else None
     if mine is not None:
-        outcomes, busy = run_chunk(prepare(setup), mine[3], root, host, times)
-        outcomes = [sendable(o, root, host) for o in outcomes]
+        outcomes, busy = run_chunk(prepare(setup), mine[3], root, host)
+        outcomes = Batch.like(outcomes, [sendable(o, root, host) for o in outcomes])
     poll.barrier(comm)
-    gathered = comm.gather((outcomes, busy, times), root=root)
-    for rank, (outcomes, busy, times) in enumerate(gathered):
+    gathered = comm.gather((outcomes, busy), root=root)
+    for rank, (outcomes, busy) in enumerate(gathered):
         if rank in shares:
             worker = stats.worker(rank)
             worker.tasks += len(outcomes)
             worker.busy += busy
-            if tracer is not None and times is not None:
-                tracer.came_back(rank, outcomes, times)
+            if tracer is not None:
+                tracer.came_back(rank, outcomes)
         yield outcomes

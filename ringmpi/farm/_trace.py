@@ -1,16 +1,18 @@
 """A picture of the run: one span per task, on the root's clock.
 
-With ``Farm(..., trace=True)`` each worker notes ``MPI.Wtime()`` before and
-after every task and sends the pairs with the chunk's outcomes; the root notes
-when it sent each chunk and when the outcomes came back. Clocks of other ranks
-are mapped onto the root's with offsets measured when the farm starts (a few
-ping-pongs per worker; the one with the shortest round trip wins), so the
-picture holds across nodes whose clocks differ.
+Every chunk's outcomes say when the chunk began and when each task ended (a
+``Batch``; tasks run back to back, so each begins where the one before
+ended). With ``Farm(..., trace=True)`` the root also notes when it sent each
+chunk and when the outcomes came back, and maps the clocks of other ranks
+onto its own with offsets measured when the farm starts (a few ping-pongs per
+worker; the one with the shortest round trip wins), so the picture holds
+across nodes whose clocks differ.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,18 +49,16 @@ class TaskSpan:
 
 
 def clock_offsets(comm, root: int) -> dict[int, float]:
-    """Measure each rank's ``MPI.Wtime`` minus the root's; collective.
+    """Measure each rank's ``time.time()`` minus the root's; collective.
 
     Returns:
         On the root, the offset of every rank (its own 0); elsewhere ``{}``.
     """
-    from mpi4py import MPI
-
     rank = comm.Get_rank()
     if rank != root:
         for _ in range(ROUNDS):
             poll.recv(comm, root, Tag.CLOCK)
-            comm.send(MPI.Wtime(), dest=root, tag=Tag.CLOCK)
+            comm.send(time.time(), dest=root, tag=Tag.CLOCK)
         return {}
     offsets = {root: 0.0}
     for other in range(comm.Get_size()):
@@ -66,10 +66,10 @@ def clock_offsets(comm, root: int) -> dict[int, float]:
             continue
         best = None
         for _ in range(ROUNDS):
-            sent = MPI.Wtime()
+            sent = time.time()
             comm.send(None, dest=other, tag=Tag.CLOCK)
             theirs = comm.recv(source=other, tag=Tag.CLOCK)
-            back = MPI.Wtime()
+            back = time.time()
             if best is None or back - sent < best[0]:
                 best = (back - sent, theirs - (sent + back) / 2)
         assert best is not None
@@ -84,7 +84,7 @@ class Tracer:
         spans: Where the records go (``FarmStats.trace``).
         hosts: Host of each rank.
         offsets: Each rank's clock minus the root's.
-        origin: The root's ``MPI.Wtime()`` when the farm began.
+        origin: The root's ``time.time()`` when the farm began.
     """
 
     def __init__(
@@ -100,9 +100,7 @@ class Tracer:
         self.sent: dict[int, tuple[int, float]] = {}
 
     def now(self) -> float:
-        from mpi4py import MPI
-
-        return MPI.Wtime() - self.origin
+        return time.time() - self.origin
 
     def handed_out(self, rank: int) -> None:
         """Note that ``rank`` was just given a chunk."""
@@ -110,15 +108,18 @@ class Tracer:
             self.sent[rank] = (self.chunks, self.now())
             self.chunks += 1
 
-    def came_back(
-        self, rank: int, outcomes: Sequence[Outcome], times: Sequence[tuple[float, float]]
-    ) -> None:
-        """Record the spans of the chunk ``rank`` just returned."""
+    def came_back(self, rank: int, outcomes: Sequence[Outcome]) -> None:
+        """Record the spans of the chunk ``rank`` just returned (a ``Batch``)."""
         received = self.now()
         chunk, dispatched = self.sent.pop(rank, (-1, received))
+        start, ends = getattr(outcomes, "start", None), getattr(outcomes, "ends", None)
+        if start is None or ends is None:
+            return
         shift = self.origin + self.offsets.get(rank, 0.0)
         host = self.hosts[rank] if rank < len(self.hosts) else "?"
-        for (index, _, _), (start, end) in zip(outcomes, times):
-            self.spans.append(
-                TaskSpan(index, rank, host, start - shift, end - shift, chunk, dispatched, received)
+        for (index, _, _), end in zip(outcomes, ends):
+            span = TaskSpan(
+                index, rank, host, start - shift, end - shift, chunk, dispatched, received
             )
+            self.spans.append(span)
+            start = end

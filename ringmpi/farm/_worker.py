@@ -15,7 +15,7 @@ from typing import Any
 from .. import poll
 from ..errors import format_exception
 from ._ft import is_loss
-from ._outcome import Outcome, Tag, TaskError, call, describe_error, sendable
+from ._outcome import Batch, Outcome, Tag, TaskError, call, describe_error, sendable
 
 Setup = tuple[Callable[[Any], Any], "Callable[..., Any] | None", tuple[Any, ...]]
 
@@ -42,36 +42,29 @@ def prepare(setup: Setup) -> Callable[[Any], Any]:
 
 
 def run_chunk(
-    fn: Callable[[Any], Any],
-    chunk: Sequence[tuple[int, Any]],
-    rank: int,
-    host: str,
-    times: list[tuple[float, float]] | None = None,
-) -> tuple[list[Outcome], float]:
+    fn: Callable[[Any], Any], chunk: Sequence[tuple[int, Any]], rank: int, host: str
+) -> tuple[Batch, float]:
     """Run a chunk of ``(index, task)``; return ``(outcomes, busy_seconds)``.
 
-    With ``times`` (a trace), append each task's ``MPI.Wtime()`` at start and end.
+    The outcomes are a :class:`Batch` that says when the chunk began and when
+    each task ended (wall-clock, ``time.time()``), for the journal and the
+    trace: tasks run back to back, so each begins where the one before ended.
     """
-    outcomes: list[Outcome] = []
+    outcomes = Batch()
+    outcomes.rank, outcomes.host = rank, host
+    ends: list[float] = []
+    outcomes.ends = ends
     begin = time.perf_counter()
-    if times is None:
-        for index, task in chunk:
-            value, exc = call(fn, task)
-            error = None if exc is None else describe_error(exc, index, task, rank, host)
-            outcomes.append((index, value, error))
-        return outcomes, time.perf_counter() - begin
-    from mpi4py import MPI
-
+    outcomes.start = time.time()
     for index, task in chunk:
-        start = MPI.Wtime()
         value, exc = call(fn, task)
-        times.append((start, MPI.Wtime()))
+        ends.append(time.time())
         error = None if exc is None else describe_error(exc, index, task, rank, host)
         outcomes.append((index, value, error))
     return outcomes, time.perf_counter() - begin
 
 
-def serve_dynamic(comm, root: int, trace: bool = False) -> None:
+def serve_dynamic(comm, root: int) -> None:
     """Serve chunks until the root says stop (``None``)."""
     rank, host = comm.Get_rank(), socket.gethostname()
     backoff = poll.Backoff()
@@ -83,15 +76,12 @@ def serve_dynamic(comm, root: int, trace: bool = False) -> None:
         chunk = poll.recv(comm, root, Tag.TASK, backoff=backoff)
         if chunk is None:
             return
-        times: list[tuple[float, float]] | None = [] if trace else None
-        outcomes, busy = run_chunk(fn, chunk, rank, host, times)
-        send_outcomes(comm, root, outcomes, busy, times)
+        outcomes, busy = run_chunk(fn, chunk, rank, host)
+        send_outcomes(comm, root, outcomes, busy)
         backoff.reset()
 
 
-def send_outcomes(
-    comm, root: int, outcomes: list[Outcome], busy: float, times: list | None = None
-) -> None:
+def send_outcomes(comm, root: int, outcomes: Batch, busy: float) -> None:
     """Send a chunk's outcomes to the root; what cannot be sent becomes an error.
 
     mpi4py pickles before sending, so after a pickling error nothing was sent:
@@ -102,33 +92,32 @@ def send_outcomes(
 
     rank, host = comm.Get_rank(), socket.gethostname()
     try:
-        comm.send((outcomes, busy, times), dest=root, tag=Tag.RESULT)
+        comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
         return
     except (pickle.PicklingError, TypeError, AttributeError):
-        outcomes = [sendable(o, rank, host) for o in outcomes]
+        outcomes = Batch.like(outcomes, [sendable(o, rank, host) for o in outcomes])
     except MPI.Exception as exc:
         if is_loss(exc):
             raise
         why = f"the result could not be sent to the root: {exc.Get_error_string()}"
-        outcomes = [
-            (index, None, TaskError(index, "?", rank, host, why, "")) for index, _, _ in outcomes
+        failed: list[Outcome] = [
+            (i, None, TaskError(i, "?", rank, host, why, "")) for i, _, _ in outcomes
         ]
-    comm.send((outcomes, busy, times), dest=root, tag=Tag.RESULT)
+        outcomes = Batch.like(outcomes, failed)
+    comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
 
 
-def serve_static(comm, root: int, trace: bool = False) -> None:
+def serve_static(comm, root: int) -> None:
     """Run this rank's share, wait for the slowest rank, then gather at once."""
     mine = comm.scatter(None, root=root)
     outcomes: list[Outcome] = []
     busy = 0.0
-    times: list[tuple[float, float]] | None = [] if trace else None
     if mine is not None:
         *setup, chunk = mine
-        outcomes, busy = run_chunk(
-            prepare(tuple(setup)), chunk, comm.Get_rank(), socket.gethostname(), times
-        )
+        rank, host = comm.Get_rank(), socket.gethostname()
+        batch, busy = run_chunk(prepare(tuple(setup)), chunk, rank, host)
         # The gather is collective: a part that cannot be pickled must not
         # fail on this rank alone.
-        outcomes = [sendable(o, comm.Get_rank(), socket.gethostname()) for o in outcomes]
+        outcomes = Batch.like(batch, [sendable(o, rank, host) for o in batch])
     poll.barrier(comm)
-    comm.gather((outcomes, busy, times), root=root)
+    comm.gather((outcomes, busy), root=root)

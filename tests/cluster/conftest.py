@@ -110,10 +110,10 @@ class Cluster:
         assert out, f"no running container for {service}"
         return out[0]
 
-    def up(self, workers: int | None = None) -> None:
+    def up(self, workers: int | None = None, extra: Sequence[str] = ()) -> None:
         flavour = ["--slurm"] if self.slurm else []
         workers = self.workers if workers is None else workers
-        done = self.cluster("up", *flavour, "--workers", str(workers), timeout=300)
+        done = self.cluster("up", *flavour, "--workers", str(workers), *extra, timeout=300)
         assert done.returncode == 0, f"cluster up failed:\n{done.stdout}\n{done.stderr}"
 
     def down(self) -> None:

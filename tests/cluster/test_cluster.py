@@ -139,6 +139,24 @@ def kill_node_mid_run(cluster, victim: str, hold: Hold, proc, err) -> tuple[int,
 
     The victim is brought back afterwards, for any later test.
     """
+
+    def kill() -> None:
+        subprocess.run(
+            ["docker", "kill", cluster.container(victim)],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+
+    return fault_mid_run(cluster, victim, hold, proc, err, kill)
+
+
+def fault_mid_run(cluster, victim: str, hold: Hold, proc, err, fault) -> tuple[int, float]:
+    """Call ``fault()`` while one of ``victim``'s ranks holds a task; then
+    release the tasks; return (status, seconds from the fault to the end).
+
+    The victim is brought back afterwards (a new container), for any later test.
+    """
     try:
         deadline = time.monotonic() + 60
         while f"# {victim}: rank" not in read(err):
@@ -150,23 +168,17 @@ def kill_node_mid_run(cluster, victim: str, hold: Hold, proc, err) -> tuple[int,
             assert proc.poll() is None, "the run ended before the kill:\n" + read(err)
             assert time.monotonic() < deadline, f"no rank on {victim} started a task"
             time.sleep(0.2)
-        subprocess.run(
-            ["docker", "kill", cluster.container(victim)],
-            capture_output=True,
-            timeout=60,
-            check=True,
-        )
-        killed = time.monotonic()
+        fault()
+        struck = time.monotonic()
         hold.release()
-        rc = proc.wait(timeout=60)
-        return rc, time.monotonic() - killed
+        rc = proc.wait(timeout=120)
+        return rc, time.monotonic() - struck
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         hold.release()
         hold.remove()
-        cluster.up()
 
 
 def test_worker_killed_mid_run(cluster) -> None:
@@ -183,7 +195,10 @@ def test_worker_killed_mid_run(cluster) -> None:
             stdout=out,
             stderr=err,
         )
-        rc, took = kill_node_mid_run(cluster, victim, hold, proc, err)
+        try:
+            rc, took = kill_node_mid_run(cluster, victim, hold, proc, err)
+        finally:
+            cluster.up()
         stdout, stderr = read(out), read(err)
     assert took < 30, f"the job took {took:.1f} s to end after the kill"
     assert not re.search(r"^done:", stdout, re.MULTILINE), stdout
@@ -239,7 +254,10 @@ def test_worker_killed_mid_run_fault_tolerant(cluster) -> None:
             stdout=out,
             stderr=err,
         )
-        rc, took = kill_node_mid_run(cluster, victim, hold, proc, err)
+        try:
+            rc, took = kill_node_mid_run(cluster, victim, hold, proc, err)
+        finally:
+            cluster.up()
         stdout, stderr = read(out), read(err)
     assert took < 30, f"the job took {took:.1f} s to end after the kill"
     done = re.search(r"^done: (\d+) of (\d+) results", stdout, re.MULTILINE)
@@ -264,6 +282,175 @@ def test_worker_killed_mid_run_fault_tolerant(cluster) -> None:
         assert rc != 0, f"status 0 without a done: line\n{stdout}\n{stderr}"
         assert re.search(rf"lost .*{victim}|{victim}.*lost", stderr, re.DOTALL), stderr
         assert f"lost node during the run: {victim}" in stderr, stderr
+
+
+#: A partitioned node ends the run within this many seconds (docker/README.md,
+#: "Failure detection": Open MPI's keep-alive notices it after about 11 s,
+#: else the launcher's probes after 15 s of silence, then at most 5 s to kill
+#: mpiexec and 5 s for the final check).
+PARTITION_BOUND = 35
+#: ... and nothing of the job runs on any node this long after the run ended
+#: (the lost node's prted sees its lifeline gone by its keep-alive probes and
+#: ends its ranks; its sshd drops the dead session once 3 keep-alives, 3 s
+#: apart, are unanswered: seen here 15 to 40 s after the end with 5 s apart).
+LEFTOVER_BOUND = 60
+#: The processes of an idle node: tini, sshd's listener or the head's sleep,
+#: and what docker exec itself runs.
+IDLE_RE = re.compile(r"/usr/bin/tini |sshd: /usr/sbin/sshd |^root +sleep infinity$|ps -eo|runc")
+
+
+def leftovers(cluster, service: str) -> list[str]:
+    """Return the processes on ``service``'s node besides those of an idle node."""
+    ps = cluster.exec(service, "ps", "-eo", "user=,args=", user="root")
+    assert ps.returncode == 0, ps.stderr
+    return [line for line in ps.stdout.splitlines() if line.strip() and not IDLE_RE.search(line)]
+
+
+def network_of(container: str) -> str:
+    return subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "-f",
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}",
+            container,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+
+
+@pytest.mark.parametrize(
+    "node_timeout",
+    [
+        pytest.param(None, id="default"),
+        # Far shorter than Open MPI's keep-alive timeout (about 11 s): the
+        # launcher's own probes end the run (one failed probe, 3 s), as when
+        # mpiexec hangs.
+        pytest.param(2, id="launcher-probes"),
+    ],
+)
+def test_worker_partitioned_mid_run(cluster, node_timeout: int | None) -> None:
+    """A worker cut off the cluster network mid-run (docker network
+    disconnect) ends the job within PARTITION_BOUND s, non-zero, the node
+    named, no done: line; LEFTOVER_BOUND s later no node runs anything of it."""
+    victim = f"worker{cluster.workers}"
+    services = ["head"] + [f"worker{i}" for i in range(1, cluster.workers + 1)]
+    for service in services:
+        assert leftovers(cluster, service) == [], f"{service} is not idle before the run"
+    size = 2 * (cluster.workers + 1)
+    hold = Hold(cluster)
+    container = cluster.container(victim)
+    network = network_of(container)
+    if node_timeout is not None:
+        cluster.env["RINGMPI_NODE_TIMEOUT"] = str(node_timeout)
+
+    def partition() -> None:
+        subprocess.run(
+            ["docker", "network", "disconnect", "--force", network, container],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        try:
+            proc = cluster.popen(
+                "-n", str(size), *hold.argv(*["28"] * 10), timeout=300, stdout=out, stderr=err
+            )
+            rc, took = fault_mid_run(cluster, victim, hold, proc, err, partition)
+            ended = time.monotonic()
+            stdout, stderr = read(out), read(err)
+            left = {s: leftovers(cluster, s) for s in services}
+            while any(left.values()) and time.monotonic() - ended < LEFTOVER_BOUND:
+                time.sleep(1)
+                left = {s: leftovers(cluster, s) for s in services}
+            cleared = time.monotonic() - ended
+        finally:
+            cluster.env.pop("RINGMPI_NODE_TIMEOUT", None)
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True, timeout=60)
+            cluster.up()
+    print(  # seen with pytest -s
+        f"partition of {victim} (node timeout {node_timeout or 'default'}): job ended "
+        f"{took:.1f} s after it, status {rc}; nodes idle {cleared:.1f} s after the end"
+    )
+    assert took < PARTITION_BOUND, f"the job took {took:.1f} s to end after the partition"
+    assert rc != 0, f"status 0 after losing a node\n{stderr}"
+    assert rc != 124, f"only the run's --timeout ended it\n{stderr}"
+    assert not re.search(r"^done:", stdout, re.MULTILINE), stdout
+    assert f"lost node during the run: {victim}" in stderr, stderr
+    if node_timeout is not None:
+        assert f"{victim} not answering for {node_timeout} s: ending the run" in stderr, stderr
+    assert not any(left.values()), f"left running after {LEFTOVER_BOUND} s: {left}"
+
+
+def test_cluster_of_any_size_with_own_cores(cluster) -> None:
+    """up --workers N --cores-per-node 1: N workers beyond the default, each
+    named workerK, each node with one CPU of its own (nproc, slots, the farm)."""
+    workers = cluster.workers + 1
+    try:
+        cluster.up(workers=workers, extra=["--cores-per-node", "1"])
+        services = ["head"] + [f"worker{i}" for i in range(1, workers + 1)]
+        host_cpus = int(
+            subprocess.run(
+                ["docker", "info", "--format", "{{.NCPU}}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        )
+        for i, service in enumerate(services):
+            cpuset = subprocess.run(
+                [
+                    "docker",
+                    "inspect",
+                    "-f",
+                    "{{.HostConfig.CpusetCpus}}",
+                    cluster.container(service),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.strip()
+            assert cpuset == str(i % host_cpus), f"{service}: cpuset {cpuset!r}"
+            assert cluster.exec(service, "hostname").stdout.strip() == service
+            assert cluster.exec(service, "nproc").stdout.strip() == "1"
+        size = 2 * len(services)
+        done = cluster.run("-n", str(size), "python", "-m", "ringmpi.fibfarm", "30-25", timeout=180)
+        assert done.returncode == 0, done.stderr
+        expected = ", ".join(f"{s} slots=1" for s in services)
+        assert f"# hostfile: {expected}" in done.stderr, done.stderr
+        where = placement(done.stderr)
+        assert set(where.values()) == set(services), where
+        # one core per node: the farm computes on one rank per node
+        assert f"{len(services)} computing" in done.stdout, done.stdout
+        hosts = [host for _, host, tasks in WORKER_ROW_RE.findall(done.stdout) if int(tasks)]
+        assert len(hosts) == len(set(hosts)), done.stdout
+        assert re.search(r"^done: 6 of 6 results", done.stdout, re.MULTILINE)
+    finally:
+        cluster.up()  # back to the default size, every node seeing all CPUs
+    assert cluster.container(f"worker{cluster.workers}")
+    gone = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-aq",
+            "--filter",
+            f"label=com.docker.compose.project={cluster.project}",
+            "--filter",
+            f"label=com.docker.compose.service=worker{workers}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.strip()
+    assert gone == "", f"worker{workers} still exists after up --workers {cluster.workers}"
+    assert cluster.exec("head", "nproc").stdout.strip() == str(host_cpus)
 
 
 def test_image_holds_no_keys(cluster) -> None:

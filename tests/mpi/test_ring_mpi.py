@@ -8,7 +8,7 @@ import socket
 import numpy as np
 import pytest
 
-from ringmpi import ring
+from ringmpi import buffers, ring
 from ringmpi.harness import UsageError
 from ringmpi.ring import RingError, expected_message, pass_message, time_ring
 
@@ -48,9 +48,16 @@ def test_time_ring(comm, collectively, nbytes, pickled):
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.parametrize("pickled", [False, True], ids=["buffer", "pickle"])
 def test_time_ring_detects_a_changed_payload(world, collectively, monkeypatch, pickled):
-    if world.Get_rank() == 1:
-        # Rank 1 sends a different pattern from the one its neighbour expects.
-        monkeypatch.setattr(ring, "_pattern", lambda n: np.full(n, 7, np.uint8))
+    if world.Get_rank() == 0:
+        # Rank 0 sends a payload other than the one every rank checks for.
+        real = buffers.pattern
+        calls = []
+
+        def wrong_once(nbytes, offset=0):
+            calls.append(nbytes)
+            return np.full(nbytes, 7, np.uint8) if len(calls) == 1 else real(nbytes, offset)
+
+        monkeypatch.setattr(buffers, "pattern", wrong_once)
     with collectively, pytest.raises(RingError, match="1024-byte payload arrived changed"):
         time_ring(world, 1024, rounds=2, warmup=0, pickled=pickled)
 
