@@ -3,3 +3,8 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .executor import FarmExecutor
+from .pool import FarmPool
+
+__all__ = ["FarmExecutor", "FarmPool"]

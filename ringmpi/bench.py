@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__, bench_fib, bench_ring, poll
+from . import __version__, bench_fib, bench_pool, bench_ring, poll
 from .harness import (
     ArgumentParser,
     RingmpiError,
@@ -279,10 +279,11 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG,
         description="benchmarks side by side: every way to run the article's Fibonacci "
-        "tasks in parallel (fib), and ringmpi's ring beside mpi4py.bench (ring)",
+        "tasks in parallel (fib), ringmpi's ring beside mpi4py.bench (ring), and the "
+        "executor and pool beside mpi4py.futures, multiprocessing and schwimmbad (pool)",
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{fib,ring}")
+    sub = parser.add_subparsers(dest="command", metavar="{fib,ring,pool}")
     sub.required = True
     common = ArgumentParser(add_help=False)
     common.add_argument(
@@ -345,6 +346,27 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="sizes as MIN:MAX (powers of two) or a comma list (default 1, 4, 16, ... 4M)",
     )
+    pool = sub.add_parser(
+        "pool",
+        parents=[common],
+        help="FarmExecutor and FarmPool beside mpi4py.futures, multiprocessing, schwimmbad",
+        description="time submit, tiny-task map and an emcee run under FarmExecutor/FarmPool "
+        "and their peers, in the same job; run under mpiexec with cores+1 ranks",
+    )
+    pool.add_argument(
+        "-w",
+        "--workload",
+        type=_choices(bench_pool.WORKLOADS),
+        action="extend",
+        help=f"comma-separated workloads (default all: {', '.join(bench_pool.WORKLOADS)})",
+    )
+    pool.add_argument(
+        "-P",
+        "--processes",
+        type=int_arg(1),
+        default=None,
+        help="processes for multiprocessing.Pool (default: cores)",
+    )
     return parser
 
 
@@ -391,6 +413,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["targets"] = [] if args.quick else fib_targets(report)
         text = bench_fib.format_report(report, args.quiet)
         plot = plot_fib
+    elif args.command == "pool":
+        if comm.Get_size() < 2:
+            raise UsageError("the MPI approaches need at least 2 ranks: run under mpiexec -n 3")
+        names = list(dict.fromkeys(args.workload or bench_pool.WORKLOADS))
+        report = bench_pool.run_benchmark(comm, names, repeat, args.quick, args.processes, log)
+        wrong = []
+        if rank == 0:
+            assert report is not None
+            wrong = [
+                f"{name}/{row['approach']}"
+                for name, work in report["workloads"].items()
+                for row in work["rows"]
+                if row.get("correct") is False
+            ]
+        wrong = comm.bcast(wrong, root=0)
+        if wrong:
+            raise BenchError(f"wrong results from: {', '.join(wrong)}")
+        if rank != 0:
+            return 0
+        assert report is not None
+        report["targets"] = [] if args.quick else bench_pool.targets(report)
+        text = bench_pool.format_report(report, args.quiet)
+        plot = None
     else:
         sizes = args.sizes or (bench_ring.QUICK_SIZES if args.quick else bench_ring.DEFAULT_SIZES)
         report = bench_ring.run_benchmark(comm, sizes, repeat, args.quick, log)
@@ -405,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["program"] = "bench"
     report["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
     if args.plot:
+        if plot is None:
+            raise BenchError("--plot draws only fib and ring")
         plot(report, args.plot)
     if args.json:
         print_result(json.dumps(report, indent=2))

@@ -9,6 +9,7 @@ caught at once) and then sleeping in growing steps up to a cap.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import config
@@ -21,12 +22,22 @@ class Backoff:
         cap: The longest sleep (default ``RINGMPI_POLL_MAX_SLEEP``, 1 ms).
         spin: How long to poll without sleeping after ``reset``.
         first: The first sleep.
+        sleep: Called to sleep, with the seconds (default ``time.sleep``); a
+            thread that also waits for work from other threads passes a
+            sleep that they can cut short.
     """
 
-    def __init__(self, cap: float | None = None, spin: float = 2e-4, first: float = 5e-5):
+    def __init__(
+        self,
+        cap: float | None = None,
+        spin: float = 2e-4,
+        first: float = 5e-5,
+        sleep: Callable[[float], Any] = time.sleep,
+    ):
         self.cap = config.poll_max_sleep() if cap is None else cap
         self.spin = spin
         self.first = min(first, self.cap)
+        self.sleep = sleep
         self.reset()
 
     def reset(self) -> None:
@@ -47,7 +58,7 @@ class Backoff:
             self._idle_since = now
         if now - self._idle_since < self.spin:
             return False
-        time.sleep(self._sleep)
+        self.sleep(self._sleep)
         self._sleep = min(self._sleep * 2, self.cap)
         return True
 

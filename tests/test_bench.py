@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from ringmpi import bench, bench_fib, bench_ring, fib
+from ringmpi import bench, bench_fib, bench_pool, bench_ring, fib
 from ringmpi.fib import fib_exact
 
 BENCH = ("-m", "ringmpi.bench")
@@ -64,6 +64,52 @@ def test_fib_quick_json(mpirun):
         assert by_name["farm-dynamic"]["workers"] >= 1
     # Quick mode checks results; its tiny inputs are never held to the targets.
     assert report["targets"] == []
+
+
+def test_pool_quick_json(mpirun):
+    pytest.importorskip("emcee")
+    pytest.importorskip("schwimmbad")
+    result = mpirun(3, *BENCH, "pool", "--quick", "--json", timeout=240).check(0)
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "pool"
+    assert list(report["workloads"]) == list(bench_pool.WORKLOADS)
+    for name, work in report["workloads"].items():
+        assert work["n"] == bench_pool.SIZES[name][1]
+        rows = work["rows"]
+        assert [row["approach"] for row in rows] == list(bench_pool.APPROACHES[name])
+        for row in rows:
+            assert row["correct"] is True, (name, row)
+            assert row["wall_min"] > 0 and len(row["walls"]) == 1
+    assert report["targets"] == []  # quick mode checks results only
+
+
+def test_pool_targets():
+    def rows(**walls):
+        rows = [{"approach": a, "wall_min": w, "per_task_us": w} for a, w in walls.items()]
+        return {"rows": rows}
+
+    report = {
+        "workloads": {
+            "submit": rows(**{"farm-executor": 10.0, "futures": 150.0}),
+            "map": rows(**{"farm-pool": 1.0, "pool": 0.8, "schwimmbad": 4.0}),
+            "emcee": rows(**{"farm-pool": 1.0, "pool": 1.0, "schwimmbad": 1.1, "futures": 0.9}),
+        }
+    }
+    met = {t["target"]: (round(t["value"], 3), t["met"]) for t in bench_pool.targets(report)}
+    assert met == {
+        "submit: farm-executor per-task time [us] <= 30": (10.0, True),
+        "submit: farm-executor speed / futures speed >= 1": (15.0, True),
+        "map: farm-pool speed / pool speed >= 0.9": (0.8, False),
+        "map: farm-pool speed / schwimmbad speed >= 5": (4.0, False),
+        "emcee: farm-pool speed / pool speed >= 0.95": (1.0, True),
+        "emcee: farm-pool speed / schwimmbad speed >= 1": (1.1, True),
+        "emcee: farm-pool speed / futures speed >= 1": (0.9, False),
+    }
+
+
+def test_pool_quick_table_one_workload(mpirun):
+    result = mpirun(3, *BENCH, "pool", "--quick", "-w", "submit", "-q", timeout=120).check(0)
+    assert [row[0] for row in data_rows(result.stdout)] == ["farm-executor", "futures"]
 
 
 def test_fib_quick_table_filtered(mpirun):

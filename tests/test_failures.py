@@ -24,6 +24,7 @@ import pytest
 from ringmpi.fib import fib_exact
 
 FAULTY = str(Path(__file__).parent / "programs" / "faulty_farm.py")
+FAULTY_POOL = str(Path(__file__).parent / "programs" / "faulty_pool.py")
 MISUSE = str(Path(__file__).parent / "programs" / "misuse_farm.py")
 RING = ["-m", "ringmpi.ring"]
 FIBFARM = ["-m", "ringmpi.fibfarm"]
@@ -59,6 +60,9 @@ class Case:
             error); never one per rank.
         errors: How many ``error:`` lines may appear, all matching ``message``
             (more than one only where the rank that would report is stopped).
+        traceback_line: With ``traceback``, a regex for the traceback's last line.
+        tracebacks: With ``traceback``, how many ``Traceback`` headers (a task's
+            remote traceback is printed as the cause of the root's).
     """
 
     n: int
@@ -74,6 +78,8 @@ class Case:
     also: list[str] = field(default_factory=list)
     traceback: bool = False
     errors: int = 1
+    traceback_line: str = r"^\[1@\S+\] RuntimeError: injected failure on rank 1$"
+    tracebacks: int = 1
 
 
 # -- injecting faults into running ranks ---------------------------------------
@@ -311,6 +317,48 @@ RUNTIME = {
         # The stopped root reports too, once Open MPI wakes it to end it.
         errors=3,
     ),
+    # The executor and the pool: a task raising in pool.map, the root's own code
+    # raising inside the block, a worker killed (no ULFM) while tasks run.
+    "pool-map-task-raises": Case(
+        3,
+        [FAULTY_POOL, "map-raises"],
+        1,
+        "",
+        seconds=15,
+        traceback=True,
+        traceback_line=r"^\[0@\S+\] ZeroDivisionError: task five divides by zero$",
+        tracebacks=2,
+    ),
+    "executor-block-raises": Case(
+        3,
+        [FAULTY_POOL, "block-raises"],
+        1,
+        "",
+        seconds=15,
+        traceback=True,
+        traceback_line=r"^\[0@\S+\] RuntimeError: injected failure in the block$",
+    ),
+    "executor-task-never-returns": Case(
+        3, [FAULTY_POOL, "hang"], ANY, r"rank \d+@\S+ has run task\(s\) \d+ .* limit of 2 s"
+    ),
+    "pool-worker-sigkill": Case(
+        3,
+        [FAULTY_POOL, "worker-killed", "{hold}"],
+        ANY,
+        r"rank 2 with PID \d+ on node \S+ exited on",
+        source="mpiexec",
+        fault=signal_when_holding(2, signal.SIGKILL),
+    ),
+    "pool-worker-sigkill-ft": Case(
+        4,
+        [FAULTY_POOL, "worker-killed-ft", "{hold}"],
+        0,
+        "",
+        seconds=60,
+        fault=signal_when_holding(1, signal.SIGKILL),
+        mpiexec_args=["--with-ft", "ulfm"],
+        stdout=[f"square({x}) = {x * x}" for x in range(6)],
+    ),
     "uncaught-exception-one-rank": Case(3, [FAULTY, "crash"], 1, "", seconds=10, traceback=True),
     "ring-one-rank": Case(
         1,
@@ -400,7 +448,7 @@ def check_case(case: Case, result: helper.Result) -> None:
     assert result.elapsed < case.seconds, why
     assert result.leftovers == [], f"processes left behind: {result.leftovers}\n{why}"
     if case.stdout is not None:
-        results = ("fib(", "I am rank", "Processor 0")
+        results = ("fib(", "I am rank", "Processor 0", "square(")
         lines = [line for line in result.stdout_lines if line.startswith(results)]
         assert lines == case.stdout, why
     for pattern in case.also:
@@ -409,10 +457,8 @@ def check_case(case: Case, result: helper.Result) -> None:
         assert "done:" not in result.stdout, why
     tracebacks = result.stderr.count("Traceback (most recent call last)")
     if case.traceback:
-        assert tracebacks == 1, why
-        assert re.search(
-            r"^\[1@\S+\] RuntimeError: injected failure on rank 1$", result.stderr, re.MULTILINE
-        ), why
+        assert tracebacks == case.tracebacks, why
+        assert re.search(case.traceback_line, result.stderr, re.MULTILINE), why
     else:
         assert tracebacks == 0, why
     if not case.message:

@@ -1,0 +1,114 @@
+"""FarmPool on real communicators: multiprocessing.Pool's behaviour beyond the results
+(those are compared with multiprocessing.Pool in tests/test_pool_e2e.py)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+
+from ringmpi import FarmPool
+from ringmpi.farm import RemoteTraceback
+
+pytestmark = pytest.mark.mpi
+
+
+def square(x):
+    return x * x
+
+
+def fails_on_three(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+def wait_for(path):
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    return path
+
+
+def on_root(comm, body, **options):
+    with FarmPool(comm, **options) as pool:
+        if pool is not None:
+            return body(pool)
+    return None
+
+
+def test_errors_are_the_tasks_own(comm, collectively):
+    def body(pool):
+        with pytest.raises(ValueError, match="three is not allowed") as info:
+            pool.map(fails_on_three, range(10), chunksize=2)
+        assert isinstance(info.value.__cause__, RemoteTraceback)
+        with pytest.raises(ValueError):
+            pool.apply(fails_on_three, (3,))
+        with pytest.raises(ValueError):
+            list(pool.imap(fails_on_three, range(5)))
+        # The pool still works after a failed call.
+        assert pool.map(square, range(5)) == [0, 1, 4, 9, 16]
+
+    with collectively:
+        on_root(comm, body)
+
+
+def test_async_results_and_callbacks(comm, collectively, tmp_path):
+    def body(pool):
+        called = threading.Event()
+        values, errors = [], []
+
+        def callback(value):
+            values.append(value)
+            called.set()
+
+        result = pool.map_async(square, range(6), callback=callback)
+        assert result.get(timeout=60) == [0, 1, 4, 9, 16, 25]
+        assert called.wait(60) and values == [[0, 1, 4, 9, 16, 25]]
+        assert result.ready() and result.successful()
+        failed = pool.apply_async(fails_on_three, (3,), error_callback=errors.append)
+        failed.wait(60)
+        assert not failed.successful()
+        deadline = time.monotonic() + 60
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert isinstance(errors[0], ValueError)
+        gate = str(tmp_path / "gate")
+        slow = pool.apply_async(wait_for, (gate,))
+        with pytest.raises(multiprocessing.TimeoutError):
+            slow.get(timeout=0.1)
+        with pytest.raises(ValueError):
+            slow.successful()  # not ready
+        open(gate, "w").close()
+        assert slow.get(timeout=60) == gate
+
+    with collectively:
+        on_root(comm, body)
+
+
+def test_close_join_terminate(comm, collectively):
+    with collectively:
+        pool = FarmPool(comm)
+        if not pool.is_master():
+            assert pool.is_worker()
+            pool.wait()
+        else:
+            result = pool.map_async(square, range(20))
+            with pytest.raises(ValueError, match="still running"):
+                pool.join()
+            pool.close()
+            with pytest.raises(ValueError, match="not running"):
+                pool.map(square, [1])
+            pool.join()
+            assert result.get(timeout=0) == [x * x for x in range(20)]
+            pool.terminate()  # after join: nothing left to do
+
+    with collectively:
+        pool = FarmPool(comm)
+        if pool.is_master():
+            pool.terminate()
+            with pytest.raises(ValueError):
+                pool.apply(square, (2,))
+        pool.wait()
