@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from .. import config, poll
 from ..errors import RingmpiError, mark_degraded
-from . import _ft
+from . import _ft, _shared
 from ._outcome import (
     Errors,
     FarmError,
@@ -64,6 +64,11 @@ class Farm:
         trace: Record one ``TaskSpan`` per task in ``stats.trace``: rank,
             host, start and end on the root's clock, chunk, and when the root
             sent the chunk and had it back (see :mod:`ringmpi.trace`).
+        shared: Read-only data for every task, read on the root only (see
+            :mod:`._shared`): sent once per node, its numpy arrays (in dicts,
+            lists and tuples) in one shared-memory copy per node. Tasks get
+            it with ``ringmpi.farm.shared()``, the arrays as read-only views
+            valid while the farm runs.
 
     Raises:
         FarmUsageError: A bad option (a ``ValueError``); raised alike on
@@ -89,6 +94,7 @@ class Farm:
         fault_tolerant: bool = False,
         join_timeout: float | None = None,
         trace: bool = False,
+        shared: Any = None,
     ):
         self.errors = _choice(Errors, errors, "errors")
         self.schedule = _choice(Schedule, schedule, "schedule")
@@ -123,6 +129,7 @@ class Farm:
         self.task_timeout = task_timeout
         self.progress = progress
         self.trace = bool(trace)
+        self.shared = shared
         self.fault_tolerant = fault_tolerant
         self.stats = FarmStats()
         self.host = socket.gethostname()
@@ -176,17 +183,21 @@ class Farm:
             comm.Set_errhandler(MPI.ERRORS_RETURN)
         try:
             layout = self._gather_layout(comm, ft)
-            problem = None
+            problem = plan = None
             if self._is_root:
                 setup = (self.fn, self.initializer, self.initargs)
                 problem = check_setup(self.fn, setup, tasks)
+                if self.shared is not None:
+                    plan = _shared.Plan(self.shared)
+                    problem = problem or plan.problem()
             trace = start(comm, self.root, problem, self.trace)
             offsets = clock_offsets(comm, self.root) if trace else None
-            if self._is_root:
-                assert tasks is not None
-                yield from self._root(comm, tasks, layout, ft, begin, offsets)
-            else:
-                self._serve(comm, ft, trace)
+            with _shared.attach(comm, self.root, plan):
+                if self._is_root:
+                    assert tasks is not None
+                    yield from self._root(comm, tasks, layout, ft, begin, offsets)
+                else:
+                    self._serve(comm, ft, trace)
         finally:
             if not self.stats.lost:
                 comm.Free()

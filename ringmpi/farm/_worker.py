@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import poll
 from ..errors import format_exception
+from . import _wire
 from ._ft import is_loss
 from ._outcome import Outcome, Tag, TaskError, call, describe_error, sendable
 
@@ -75,12 +76,12 @@ def serve_dynamic(comm, root: int, trace: bool = False) -> None:
     """Serve chunks until the root says stop (``None``)."""
     rank, host = comm.Get_rank(), socket.gethostname()
     backoff = poll.Backoff()
-    setup = poll.recv(comm, root, Tag.SETUP, backoff=backoff)
+    setup = _wire.received(comm, poll.recv(comm, root, Tag.SETUP, backoff=backoff), root)
     if setup is None:
         return  # not needed: more ranks than cores or than tasks
     fn = prepare(setup)
     while True:
-        chunk = poll.recv(comm, root, Tag.TASK, backoff=backoff)
+        chunk = _wire.received(comm, poll.recv(comm, root, Tag.TASK, backoff=backoff), root)
         if chunk is None:
             return
         times: list[tuple[float, float]] | None = [] if trace else None
@@ -102,7 +103,7 @@ def send_outcomes(
 
     rank, host = comm.Get_rank(), socket.gethostname()
     try:
-        comm.send((outcomes, busy, times), dest=root, tag=Tag.RESULT)
+        _wire.send(comm, (outcomes, busy, times), root, Tag.RESULT)
         return
     except (pickle.PicklingError, TypeError, AttributeError):
         outcomes = [sendable(o, rank, host) for o in outcomes]
@@ -113,12 +114,12 @@ def send_outcomes(
         outcomes = [
             (index, None, TaskError(index, "?", rank, host, why, "")) for index, _, _ in outcomes
         ]
-    comm.send((outcomes, busy, times), dest=root, tag=Tag.RESULT)
+    _wire.send(comm, (outcomes, busy, times), root, Tag.RESULT)
 
 
 def serve_static(comm, root: int, trace: bool = False) -> None:
     """Run this rank's share, wait for the slowest rank, then gather at once."""
-    mine = comm.scatter(None, root=root)
+    mine = _wire.received(comm, comm.scatter(None, root=root), root)
     outcomes: list[Outcome] = []
     busy = 0.0
     times: list[tuple[float, float]] | None = [] if trace else None
@@ -131,4 +132,6 @@ def serve_static(comm, root: int, trace: bool = False) -> None:
         # fail on this rank alone.
         outcomes = [sendable(o, comm.Get_rank(), socket.gethostname()) for o in outcomes]
     poll.barrier(comm)
-    comm.gather((outcomes, busy, times), root=root)
+    parcel = _wire.Parcel((outcomes, busy, times))
+    comm.gather(parcel.header, root=root)
+    parcel.send(comm, root)
