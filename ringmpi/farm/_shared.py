@@ -174,10 +174,10 @@ def attach(comm, root: int, plan: Plan | None) -> Iterator[None]:
     win = None
     try:
         win = MPI.Win.Allocate_shared(header.size if node.Get_rank() == 0 else 0, 1, comm=node)
-        memory, _ = win.Shared_query(0)
+        memory: Any = win.Shared_query(0)[0]
         root_here = node.allreduce(rank == root, op=MPI.LOR)
         receives = comm.gather(node.Get_rank() == 0 and not root_here, root=root)
-        window = np.frombuffer(memoryview(memory), np.uint8, header.size)
+        window = np.frombuffer(memory, np.uint8, header.size)
         if rank == root:
             assert plan is not None and receives is not None
             for view, array in zip(_views(memory, header, readonly=False), plan.arrays):

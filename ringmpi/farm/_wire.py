@@ -55,7 +55,7 @@ class Bulk:
             _transfer(comm.Recv, part, source)
         data, buffers = parts[0], parts[1:]
         del parts
-        return pickle.loads(memoryview(data), buffers=buffers)
+        return pickle.loads(data.data, buffers=buffers)
 
 
 class _OutOfBand:
