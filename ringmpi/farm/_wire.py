@@ -1,23 +1,23 @@
 """Messages of any size between the farm's ranks.
 
-An object is pickled once with protocol 5. A message with nothing large in it
+An object is pickled once with protocol 5, into a list of parts: the pickler
+hands large ``bytes`` payloads over as they are (no copy into the stream),
+and numpy arrays (any object that pickles its data as a ``PickleBuffer``) of
+at least ``OOB_MIN`` bytes go out-of-band. A message with nothing large in it
 travels as one ordinary pickled message, byte for byte what ``comm.send``
 would send, so small tasks cost what they always did and ``Message.recv()``
 reads it. A large one travels in parts:
 
 * on the message's own tag, a small :class:`Bulk` header: the sizes of the
   parts to follow;
-* on ``Tag.BULK``, from the same sender, the pickle stream and then each
-  out-of-band buffer as a raw message, of any size (past 2 GiB as one derived
-  datatype, see :func:`ringmpi.buffers.buffer_spec`).
+* on ``Tag.BULK``, from the same sender, the pickle stream in segments (its
+  large payloads sent from the sender's own objects, the rest joined) and then
+  each out-of-band buffer, as raw messages of any size (past 2 GiB as one
+  derived datatype, see :func:`ringmpi.buffers.buffer_spec`).
 
-numpy arrays (any object that pickles its data as a ``PickleBuffer``) of at
-least ``OOB_MIN`` bytes go out-of-band: sent from the sender's own memory and
-received straight into the memory of the array the receiver gets, with no
-pickled copy on either side. A ``bytes`` object of that size at the top of a
-message or inside its tuples and lists (three levels deep, where the farm puts
-task arguments and results) goes out-of-band too; the receiver gets a
-``bytes`` copy of what arrived.
+The receiver gets each out-of-band buffer straight into the memory of the
+array it unpickles (no copy), and the stream into one buffer that it
+unpickles (a ``bytes`` payload is copied out of it once).
 """
 
 from __future__ import annotations
@@ -30,60 +30,55 @@ import numpy as np
 from ..buffers import MAX_COUNT, buffer_spec
 from ._outcome import Tag
 
-#: Buffers smaller than this stay in the pickle stream.
+#: Buffers and payloads smaller than this stay in the pickle stream.
 OOB_MIN = 1 << 20
-#: How deep tuples and lists are searched for large ``bytes``.
-LIFT_DEPTH = 3
 
 
 class Bulk:
-    """The header of a message sent in parts: ``sizes[0]`` bytes of pickle
-    stream, then one out-of-band buffer of each of ``sizes[1:]`` bytes."""
+    """The header of a message sent in parts: the pickle stream in segments of
+    ``stream`` bytes, then one out-of-band buffer of each of ``buffers`` bytes."""
 
-    __slots__ = ("sizes",)
+    __slots__ = ("buffers", "stream")
 
-    def __init__(self, sizes: list[int]):
-        self.sizes = sizes
+    def __init__(self, stream: list[int], buffers: list[int]):
+        self.stream = stream
+        self.buffers = buffers
 
     def __reduce__(self):
-        return (Bulk, (self.sizes,))
+        return (Bulk, (self.stream, self.buffers))
 
     def receive(self, comm, source: int) -> Any:
         """Receive the parts from ``source`` and return the object."""
-        parts = [np.empty(size, dtype=np.uint8) for size in self.sizes]
-        for part in parts:
-            _transfer(comm.Recv, part, source)
-        data, buffers = parts[0], parts[1:]
-        del parts
+        data = np.empty(sum(self.stream), dtype=np.uint8)
+        offset = 0
+        for size in self.stream:
+            _transfer(comm.Recv, data[offset : offset + size], source)
+            offset += size
+        buffers = [np.empty(size, dtype=np.uint8) for size in self.buffers]
+        for buffer in buffers:
+            _transfer(comm.Recv, buffer, source)
         return pickle.loads(data.data, buffers=buffers)
 
 
-class _OutOfBand:
-    """A large ``bytes`` object, pickled as an out-of-band buffer."""
+class _Parts:
+    """A file for ``pickle.dump``: keeps what the pickler writes, uncopied."""
 
-    __slots__ = ("data",)
+    __slots__ = ("parts",)
 
-    def __init__(self, data: bytes):
-        self.data = data
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
 
-    def __reduce_ex__(self, protocol):
-        return (bytes, (pickle.PickleBuffer(self.data),))
-
-
-def _lift(obj: Any, depth: int) -> Any:
-    kind = type(obj)
-    if kind is bytes:
-        return _OutOfBand(obj) if len(obj) >= OOB_MIN else obj
-    if depth and (kind is tuple or kind is list):
-        items = [_lift(item, depth - 1) for item in obj]
-        for new, old in zip(items, obj):
-            if new is not old:
-                return kind(items)
-    return obj
+    def write(self, data: Any) -> int:
+        self.parts.append(data)
+        return len(data)
 
 
-def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
-    """Pickle ``obj``; return the pickle stream and the out-of-band buffers."""
+def dumps(obj: Any) -> tuple[list[Any], list[memoryview]]:
+    """Pickle ``obj``; return the stream's segments and the out-of-band buffers.
+
+    One segment when nothing large is in the stream; else the large payloads
+    each alone, and the small pieces between them joined.
+    """
     buffers: list[memoryview] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -96,10 +91,24 @@ def dumps(obj: Any) -> tuple[bytes, list[memoryview]]:
         buffers.append(raw)
         return False
 
-    data = pickle.dumps(
-        _lift(obj, LIFT_DEPTH), pickle.HIGHEST_PROTOCOL, buffer_callback=out_of_band
-    )
-    return data, buffers
+    file = _Parts()
+    pickle.dump(obj, file, pickle.HIGHEST_PROTOCOL, buffer_callback=out_of_band)
+    parts = file.parts
+    if len(parts) == 1:
+        return parts, buffers
+    segments: list[Any] = []
+    small: list[Any] = []
+    for part in parts:
+        if len(part) < OOB_MIN:
+            small.append(part)
+            continue
+        if small:
+            segments.append(b"".join(small))
+            small = []
+        segments.append(part)
+    if small:
+        segments.append(b"".join(small))
+    return segments, buffers
 
 
 def _as_bytes(buffer: Any) -> np.ndarray:
@@ -116,8 +125,12 @@ def _transfer(call, buffer: Any, peer: int):
             dtype.Free()  # MPI lets a pending transfer finish with it
 
 
-def _is_plain(data: bytes, buffers: list[memoryview]) -> bool:
-    return not buffers and len(data) <= MAX_COUNT
+def _is_plain(segments: list[Any], buffers: list[memoryview]) -> bool:
+    return not buffers and len(segments) == 1 and len(segments[0]) <= MAX_COUNT
+
+
+def _header(segments: list[Any], buffers: list[memoryview]) -> Bulk:
+    return Bulk([len(s) for s in segments], [b.nbytes for b in buffers])
 
 
 def send(comm, obj: Any, dest: int, tag: int) -> None:
@@ -129,12 +142,12 @@ def send(comm, obj: Any, dest: int, tag: int) -> None:
     """
     from mpi4py import MPI
 
-    data, buffers = dumps(obj)
-    if _is_plain(data, buffers):
-        comm.Send([data, MPI.BYTE], dest, tag)
+    segments, buffers = dumps(obj)
+    if _is_plain(segments, buffers):
+        comm.Send([segments[0], MPI.BYTE], dest, tag)
         return
-    comm.send(Bulk([len(data)] + [b.nbytes for b in buffers]), dest, tag)
-    for part in (data, *buffers):
+    comm.send(_header(segments, buffers), dest, tag)
+    for part in (*segments, *buffers):
         _transfer(comm.Send, part, dest)
 
 
@@ -158,13 +171,13 @@ def isend(comm, obj: Any, dest: int, tag: int):
     """Start sending ``obj`` of any size; return something to ``Test()``."""
     from mpi4py import MPI
 
-    data, buffers = dumps(obj)
-    if _is_plain(data, buffers):
-        return comm.Isend([data, MPI.BYTE], dest, tag)
-    requests = [comm.isend(Bulk([len(data)] + [b.nbytes for b in buffers]), dest, tag)]
-    for part in (data, *buffers):
+    segments, buffers = dumps(obj)
+    if _is_plain(segments, buffers):
+        return comm.Isend([segments[0], MPI.BYTE], dest, tag)
+    requests = [comm.isend(_header(segments, buffers), dest, tag)]
+    for part in (*segments, *buffers):
         requests.append(_transfer(comm.Isend, part, dest))
-    return Sends(requests, [data, buffers])
+    return Sends(requests, [segments, buffers])
 
 
 def received(comm, obj: Any, source: int) -> Any:
@@ -183,13 +196,13 @@ class Parcel:
     """
 
     def __init__(self, obj: Any):
-        data, buffers = dumps(obj)
-        if _is_plain(data, buffers):
+        segments, buffers = dumps(obj)
+        if _is_plain(segments, buffers):
             self.header: Any = obj
             self.parts: list[Any] = []
         else:
-            self.header = Bulk([len(data)] + [b.nbytes for b in buffers])
-            self.parts = [data, *buffers]
+            self.header = _header(segments, buffers)
+            self.parts = [*segments, *buffers]
 
     def send(self, comm, dest: int) -> None:
         for part in self.parts:
