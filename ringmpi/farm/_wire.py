@@ -69,6 +69,8 @@ class _Parts:
         self.parts: list[Any] = []
 
     def write(self, data: Any) -> int:
+        if type(data) is not bytes:  # a large in-band buffer, as a PickleBuffer
+            data = memoryview(data).cast("B")
         self.parts.append(data)
         return len(data)
 

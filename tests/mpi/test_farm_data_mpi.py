@@ -18,7 +18,14 @@ def large_result(i):
         return np.arange(BIG // 8 + i, dtype=np.int64)
     if i % 3 == 1:
         return bytes([i % 256]) * BIG + b"end"
-    return {"array": np.full((3, BIG // 24), float(i)), "i": i, "small": np.arange(4)}
+    return {
+        "array": np.full((3, BIG // 24), float(i)),
+        "i": i,
+        "small": np.arange(4),
+        "strided": np.arange(BIG // 4)[::2],  # not contiguous: in the stream
+        "fortran": np.asfortranarray(np.arange(BIG // 8).reshape(2, -1)),
+        "bytearray": bytearray(b"ab") * (BIG // 2),
+    }
 
 
 def expected(i):
