@@ -199,7 +199,7 @@ def bandwidth_part(comm, nbytes: int, ntasks: int, repeat: int) -> dict[str, Any
             initargs=(nbytes,),
             chunksize=1,
         ):
-            ok = ok and value.nbytes == nbytes and value[0] == value[-1]
+            ok = ok and value.nbytes == nbytes and bool(value[0] == value[-1])
         farm_rates.append(ntasks * nbytes / (MPI.Wtime() - start))
     pickled = _transfer_rate(comm, nbytes, 8, "pickle")
     pkl5 = _transfer_rate(comm, nbytes, 8, "pkl5")
