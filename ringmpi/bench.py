@@ -1,4 +1,4 @@
-"""Benchmarks side by side: ``python -m ringmpi.bench fib`` and ``ring``."""
+"""Benchmarks side by side: ``python -m ringmpi.bench fib``, ``ring`` and ``data``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import __version__, bench_fib, bench_pool, bench_ring, poll
+from . import __version__, bench_data, bench_fib, bench_pool, bench_ring, poll
 from .harness import (
     ArgumentParser,
     RingmpiError,
@@ -283,7 +283,7 @@ def build_parser() -> ArgumentParser:
         "executor and pool beside mpi4py.futures, multiprocessing and schwimmbad (pool)",
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{fib,ring,pool}")
+    sub = parser.add_subparsers(dest="command", metavar="{fib,ring,pool,data}")
     sub.required = True
     common = ArgumentParser(add_help=False)
     common.add_argument(
@@ -367,6 +367,29 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="processes for multiprocessing.Pool (default: cores)",
     )
+    data = sub.add_parser(
+        "data",
+        parents=[common],
+        help="shared read-only data and large results through the farm",
+        description="memory of one array shared by the farm beside multiprocessing.Pool "
+        "and mpi4py.futures with initargs; bandwidth of large results beside "
+        "mpi4py.bench pingpong; tasks that read a large shared table (run under "
+        "mpiexec -n 8 --oversubscribe for the memory target)",
+    )
+    data.add_argument(
+        "-p",
+        "--part",
+        type=_choices(bench_data.PARTS),
+        action="extend",
+        help=f"comma-separated parts (default all: {', '.join(bench_data.PARTS)})",
+    )
+    data.add_argument(
+        "--size",
+        type=int_arg(1),
+        default=None,
+        metavar="MIB",
+        help="MiB of the shared array in the memory part (default 1024; quick 16)",
+    )
     return parser
 
 
@@ -377,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    repeat = args.repeat or (1 if args.quick else 3 if args.command == "fib" else 5)
+    repeat = args.repeat or (1 if args.quick else 5 if args.command == "ring" else 3)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise BenchError("--plot needs matplotlib: pip install 'ringmpi[plot]' (or matplotlib)")
 
@@ -435,6 +458,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert report is not None
         report["targets"] = [] if args.quick else bench_pool.targets(report)
         text = bench_pool.format_report(report, args.quiet)
+        plot = None
+    elif args.command == "data":
+        if comm.Get_size() < 2:
+            raise UsageError("the data benchmark needs at least 2 ranks: run under mpiexec -n 8")
+        parts = list(dict.fromkeys(args.part or bench_data.PARTS))
+        size = args.size or (16 if args.quick else 1024)
+        report = bench_data.run_benchmark(comm, parts, size, repeat, args.quick, log)
+        poll.barrier(comm)
+        if rank != 0:
+            return 0
+        assert report is not None
+        report["targets"] = [] if args.quick else bench_data.data_targets(report)
+        text = bench_data.format_report(report, args.quiet)
         plot = None
     else:
         sizes = args.sizes or (bench_ring.QUICK_SIZES if args.quick else bench_ring.DEFAULT_SIZES)

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from ringmpi import bench, bench_fib, bench_pool, bench_ring, fib
+from ringmpi import bench, bench_data, bench_fib, bench_pool, bench_ring, fib
 from ringmpi.fib import fib_exact
 
 BENCH = ("-m", "ringmpi.bench")
@@ -354,3 +354,35 @@ def test_ring_targets_and_table():
     text = bench_ring.format_report(report)
     rows = data_rows(text)
     assert len(rows) == 8 and rows[3][0] == "4194304"
+
+
+def test_data_quick_json(mpirun):
+    result = mpirun(3, *BENCH, "data", "--quick", "--json", timeout=240).check(0)
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "data" and report["quick"] is True
+    assert report["targets"] == []
+    approaches = [row["approach"] for row in report["memory"]]
+    assert approaches == [
+        "farm shared=",
+        "mpi4py.futures initargs",
+        "Pool initargs (fork)",
+        "Pool initargs (spawn)",
+    ]
+    assert all(row["correct"] for row in report["memory"])
+    assert report["bandwidth"]["correct"] and report["bandwidth"]["tasks"] == 4
+    assert [row["approach"] for row in report["shared_work"]] == [
+        "farm shared=",
+        "farm, table in every task",
+    ]
+    assert all(row["correct"] for row in report["shared_work"])
+
+
+def test_data_targets_from_a_report():
+    report = {
+        "size_mib": 1024,
+        "memory": [{"approach": "farm shared=", "processes": 8, "pss_added_mib": 1100.0}],
+        "bandwidth": {"ratio_pingpong": 0.5, "ratio_pingpong_filled": 0.8},
+    }
+    targets = bench_data.data_targets(report)
+    assert [t["met"] for t in targets] == [True, False, True]
+    assert targets[0]["limit"] == pytest.approx(1.3 * 1024)

@@ -10,6 +10,8 @@ or an error that every rank raises.
 
 Message protocol (root ``R``, worker ``W``):
 
+* ``R -> W`` ``Tag.SHARED``: ``None``, or the farm's shared data (see
+  :mod:`._shared`: arrays once per node in a shared-memory window).
 * ``R -> W`` ``Tag.SETUP``: ``(fn, initializer, initargs)``, or ``None`` for a
   worker that is not needed (more ranks than cores or than tasks).
 * ``R -> W`` ``Tag.TASK``: a chunk ``[(index, task), ...]``, or ``None``: stop.
@@ -17,6 +19,11 @@ Message protocol (root ``R``, worker ``W``):
   ``(index, value, error)`` per task of the chunk.
 * Everyone ends in a barrier, so every rank returns when the farm is done
   (fault tolerant: the survivors agree on whether a rank was lost instead).
+
+Any message may be of any size (see :mod:`._wire`): a small one travels as
+one pickled message, a large one as a ``Bulk`` header on its tag followed by
+its parts on ``Tag.BULK`` (large numpy arrays out-of-band, without a pickled
+copy).
 
 Static schedule: one ``scatter`` of ``(fn, initializer, initargs, chunk)``
 per computing rank (``None`` for the others), a non-spinning barrier, and one
@@ -52,6 +59,7 @@ from ._outcome import (
     describe_error,
 )
 from ._plan import balance, make_chunks, plan_workers
+from ._shared import shared
 from ._start import FarmJoinError, FarmUsageError
 
 __all__ = [
@@ -76,4 +84,5 @@ __all__ = [
     "farm_map",
     "make_chunks",
     "plan_workers",
+    "shared",
 ]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from .. import config, poll
 from ..errors import RingmpiError, mark_degraded
 from ..journal import Identity, Journal, JournalError, Row
-from . import _ft, _stop
+from . import _ft, _shared, _stop
 from ._outcome import (
     Errors,
     FarmError,
@@ -83,6 +83,11 @@ class Farm:
             handing out work, wait up to ``grace`` seconds for the chunks in
             flight, and raise ``FarmStopped`` (exit status 128 + signal) on
             every rank. None (default) leaves the signals alone.
+        shared: Read-only data for every task, read on the root only (see
+            :mod:`._shared`): sent once per node, its numpy arrays (in dicts,
+            lists and tuples) in one shared-memory copy per node. Tasks get
+            it with ``ringmpi.farm.shared()``, the arrays as read-only views
+            valid while the farm runs.
 
     Raises:
         FarmUsageError: A bad option (a ``ValueError``); raised alike on
@@ -113,6 +118,7 @@ class Farm:
         force_resume: bool = False,
         retries: int = 0,
         grace: float | None = None,
+        shared: Any = None,
     ):
         self.errors = _choice(Errors, errors, "errors")
         self.schedule = _choice(Schedule, schedule, "schedule")
@@ -167,6 +173,7 @@ class Farm:
         self.task_timeout = task_timeout
         self.progress = progress
         self.trace = bool(trace)
+        self.shared = shared
         self.fault_tolerant = fault_tolerant
         self.stats = FarmStats()
         self.host = socket.gethostname()
@@ -221,14 +228,18 @@ class Farm:
         self._stop = None if self.grace is None else Stop(self.grace)
         try:
             layout = self._gather_layout(comm, ft)
-            problem = None
+            problem = plan = None
             if self._is_root:
                 setup = (self.fn, self.initializer, self.initargs)
                 problem = check_setup(self.fn, setup, tasks)
+                if self.shared is not None:
+                    plan = _shared.Plan(self.shared)
+                    problem = problem or plan.problem()
             trace = start(comm, self.root, problem, self.trace)
             offsets = clock_offsets(comm, self.root) if trace else None
             kept = self._open_journal(comm, tasks or [])
-            with self._stop.installed() if self._stop else _nothing():
+            stopping = self._stop.installed() if self._stop else _nothing()
+            with _shared.attach(comm, self.root, plan), stopping:
                 if self._is_root:
                     assert tasks is not None
                     yield from kept

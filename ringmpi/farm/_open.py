@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .. import poll
+from . import _wire
 from ._outcome import Batch, FarmStats, Outcome, Tag, TaskError, describe_error, sendable
 from ._root import Dispatcher
 from ._worker import Setup, prepare, run_chunk
@@ -163,14 +164,14 @@ class OpenDispatcher(Dispatcher):
         held = self.sent.setdefault(rank, deque())
         while len(held) < DEPTH and (indices := self.take()) is not None:
             try:
-                request = self.comm.isend(self.payload(indices), rank, Tag.TASK)
+                request = _wire.isend(self.comm, self.payload(indices), rank, Tag.TASK)
             except (pickle.PicklingError, TypeError, AttributeError):
                 # mpi4py pickles before sending, so nothing was sent: fail the
                 # tasks that cannot travel and send the others.
                 indices = self._fail_unpicklable(indices)
                 if not indices:
                     continue
-                request = self.comm.isend(self.payload(indices), rank, Tag.TASK)
+                request = _wire.isend(self.comm, self.payload(indices), rank, Tag.TASK)
             held.append((indices, time.perf_counter()))
             self.requests.append(request)
         self._note(rank)

@@ -49,6 +49,10 @@ class Tag(enum.IntEnum):
     RESULT = 103
     START = 104
     CLOCK = 105
+    #: The parts of a large message, after its header (see ``_wire``).
+    BULK = 121
+    #: ``R -> W``: the farm's shared data (see ``_shared``).
+    SHARED = 122
     #: On the caller's communicator, while the farm starts: high, to keep
     #: clear of the caller's own tags.
     JOIN = 32701
@@ -260,11 +264,21 @@ def short_repr(obj: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _Sink:
+    def write(self, data: Any) -> int:
+        return len(data)
+
+
+def _no(_buffer: Any) -> bool:
+    return False
+
+
 def sendable(outcome: Outcome, rank: int, host: str) -> Outcome:
     """Return ``outcome``, or a ``TaskError`` in its place if it cannot be pickled."""
     index, value, error = outcome
     try:
-        pickle.dumps((value, error), protocol=pickle.HIGHEST_PROTOCOL)
+        # Into a sink, buffers out-of-band: no copy of a large result.
+        pickle.Pickler(_Sink(), pickle.HIGHEST_PROTOCOL, buffer_callback=_no).dump((value, error))
         return outcome
     except Exception as exc:
         what = "result" if error is None else "error"

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import poll
 from ..errors import RingmpiError
-from . import _ft
+from . import _ft, _wire
 from ._outcome import (
     Batch,
     FarmStats,
@@ -116,9 +116,9 @@ class Dispatcher:
         self.spares = list(idle) if self.ft else []
         for rank in idle:
             setup = self.setup if self.ft else None
-            self.requests.append(comm.isend(setup, dest=rank, tag=Tag.SETUP))
+            self.requests.append(_wire.isend(comm, setup, rank, Tag.SETUP))
         for rank in active:
-            self.requests.append(comm.isend(self.setup, dest=rank, tag=Tag.SETUP))
+            self.requests.append(_wire.isend(comm, self.setup, rank, Tag.SETUP))
             self.dispatch(rank)
         if root_computes:
             self.helper = threading.Thread(target=self._compute_here, daemon=True)
@@ -149,7 +149,7 @@ class Dispatcher:
         from mpi4py import MPI
 
         try:
-            return self.comm.isend(self.payload(indices), rank, Tag.TASK)
+            return _wire.isend(self.comm, self.payload(indices), rank, Tag.TASK)
         except MPI.Exception as exc:
             if self.ft and _ft.is_loss(exc):
                 raise
@@ -249,7 +249,7 @@ class Dispatcher:
             message = poll.improbe(self.comm, MPI.ANY_SOURCE, Tag.RESULT, status, self.backoff)
             if message is not None:
                 rank = status.Get_source()
-                outcomes, busy = message.recv()
+                outcomes, busy = _wire.received(self.comm, message.recv(), rank)
                 self.on_result(rank, outcomes, busy)
                 arrived.append(outcomes)
         except MPI.Exception as exc:
@@ -351,19 +351,33 @@ def run_static(
             it computes).
     """
     sendobj: list[Any] = [None] * comm.Get_size()
+    parcels: dict[int, _wire.Parcel] = {}
+    mine = None
     for rank, indices in shares.items():
-        sendobj[rank] = (*setup, [(i, tasks[i]) for i in indices])
+        share = (*setup, [(i, tasks[i]) for i in indices])
+        if rank == root:
+            mine = share
+        else:  # shares of any size: large ones follow the scatter
+            parcels[rank] = _wire.Parcel(share)
+            sendobj[rank] = parcels[rank].header
         if tracer is not None:
             tracer.handed_out(rank)
-    mine = comm.scatter(sendobj, root=root)
+    comm.scatter(sendobj, root=root)
+    sends = [r for rank, parcel in parcels.items() for r in parcel.isend(comm, rank)]
     outcomes: list[Outcome] = []
     busy = 0.0
     if mine is not None:
         outcomes, busy = run_chunk(prepare(setup), mine[3], root, host)
         outcomes = Batch.like(outcomes, [sendable(o, root, host) for o in outcomes])
+    for request in sends:
+        poll.wait(request)
+    del parcels, sends
     poll.barrier(comm)
-    gathered = comm.gather((outcomes, busy), root=root)
-    for rank, (outcomes, busy) in enumerate(gathered):
+    gathered = comm.gather(None, root=root)
+    gathered[root] = (outcomes, busy)
+    for rank, part in enumerate(gathered):
+        outcomes, busy = _wire.received(comm, part, rank)
+        gathered[rank] = None
         if rank in shares:
             worker = stats.worker(rank)
             worker.tasks += len(outcomes)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import poll
 from ..errors import format_exception
+from . import _wire
 from ._ft import is_loss
 from ._outcome import Batch, Outcome, Tag, TaskError, call, describe_error, sendable
 
@@ -68,12 +69,12 @@ def serve_dynamic(comm, root: int) -> None:
     """Serve chunks until the root says stop (``None``)."""
     rank, host = comm.Get_rank(), socket.gethostname()
     backoff = poll.Backoff()
-    setup = poll.recv(comm, root, Tag.SETUP, backoff=backoff)
+    setup = _wire.received(comm, poll.recv(comm, root, Tag.SETUP, backoff=backoff), root)
     if setup is None:
         return  # not needed: more ranks than cores or than tasks
     fn = prepare(setup)
     while True:
-        chunk = poll.recv(comm, root, Tag.TASK, backoff=backoff)
+        chunk = _wire.received(comm, poll.recv(comm, root, Tag.TASK, backoff=backoff), root)
         if chunk is None:
             return
         outcomes, busy = run_chunk(fn, chunk, rank, host)
@@ -92,7 +93,7 @@ def send_outcomes(comm, root: int, outcomes: Batch, busy: float) -> None:
 
     rank, host = comm.Get_rank(), socket.gethostname()
     try:
-        comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
+        _wire.send(comm, (outcomes, busy), root, Tag.RESULT)
         return
     except (pickle.PicklingError, TypeError, AttributeError):
         outcomes = Batch.like(outcomes, [sendable(o, rank, host) for o in outcomes])
@@ -104,12 +105,12 @@ def send_outcomes(comm, root: int, outcomes: Batch, busy: float) -> None:
             (i, None, TaskError(i, "?", rank, host, why, "")) for i, _, _ in outcomes
         ]
         outcomes = Batch.like(outcomes, failed)
-    comm.send((outcomes, busy), dest=root, tag=Tag.RESULT)
+    _wire.send(comm, (outcomes, busy), root, Tag.RESULT)
 
 
 def serve_static(comm, root: int) -> None:
     """Run this rank's share, wait for the slowest rank, then gather at once."""
-    mine = comm.scatter(None, root=root)
+    mine = _wire.received(comm, comm.scatter(None, root=root), root)
     outcomes: list[Outcome] = []
     busy = 0.0
     if mine is not None:
@@ -120,4 +121,6 @@ def serve_static(comm, root: int) -> None:
         # fail on this rank alone.
         outcomes = Batch.like(batch, [sendable(o, rank, host) for o in batch])
     poll.barrier(comm)
-    comm.gather((outcomes, busy), root=root)
+    parcel = _wire.Parcel((outcomes, busy))
+    comm.gather(parcel.header, root=root)
+    parcel.send(comm, root)

@@ -1,0 +1,214 @@
+"""Messages of any size between the farm's ranks.
+
+An object is pickled once with protocol 5, into a list of parts: the pickler
+hands large ``bytes`` payloads over as they are (no copy into the stream),
+and numpy arrays (any object that pickles its data as a ``PickleBuffer``) of
+at least ``OOB_MIN`` bytes go out-of-band. A message with nothing large in it
+travels as one ordinary pickled message, byte for byte what ``comm.send``
+would send, so small tasks cost what they always did and ``Message.recv()``
+reads it. A large one travels in parts:
+
+* on the message's own tag, a small :class:`Bulk` header: the sizes of the
+  parts to follow;
+* on ``Tag.BULK``, from the same sender, the pickle stream in segments (its
+  large payloads sent from the sender's own objects, the rest joined) and then
+  each out-of-band buffer, as raw messages of any size (past 2 GiB as one
+  derived datatype, see :func:`ringmpi.buffers.buffer_spec`).
+
+The receiver gets each out-of-band buffer straight into the memory of the
+array it unpickles (no copy), and the stream into one buffer that it
+unpickles (a ``bytes`` payload is copied out of it once).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+
+from ..buffers import MAX_COUNT, buffer_spec
+from ._outcome import Tag
+
+#: Buffers and payloads smaller than this stay in the pickle stream.
+OOB_MIN = 1 << 20
+
+
+class Bulk:
+    """The header of a message sent in parts: the pickle stream in segments of
+    ``stream`` bytes, then one out-of-band buffer of each of ``buffers`` bytes."""
+
+    __slots__ = ("buffers", "stream")
+
+    def __init__(self, stream: list[int], buffers: list[int]):
+        self.stream = stream
+        self.buffers = buffers
+
+    def __reduce__(self):
+        return (Bulk, (self.stream, self.buffers))
+
+    def receive(self, comm, source: int) -> Any:
+        """Receive the parts from ``source`` and return the object."""
+        data = np.empty(sum(self.stream), dtype=np.uint8)
+        offset = 0
+        for size in self.stream:
+            _transfer(comm.Recv, data[offset : offset + size], source)
+            offset += size
+        buffers = [np.empty(size, dtype=np.uint8) for size in self.buffers]
+        for buffer in buffers:
+            _transfer(comm.Recv, buffer, source)
+        return pickle.loads(data.data, buffers=buffers)
+
+
+class _Parts:
+    """A file for ``pickle.dump``: keeps what the pickler writes, uncopied."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    def write(self, data: Any) -> int:
+        if type(data) is not bytes:  # a large in-band buffer, as a PickleBuffer
+            data = memoryview(data).cast("B")
+        self.parts.append(data)
+        return len(data)
+
+
+def dumps(obj: Any) -> tuple[list[Any], list[memoryview]]:
+    """Pickle ``obj``; return the stream's segments and the out-of-band buffers.
+
+    One segment when nothing large is in the stream; else the large payloads
+    each alone, and the small pieces between them joined.
+    """
+    buffers: list[memoryview] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: in the stream
+            return True
+        if raw.nbytes < OOB_MIN:
+            return True
+        buffers.append(raw)
+        return False
+
+    file = _Parts()
+    pickle.dump(obj, file, pickle.HIGHEST_PROTOCOL, buffer_callback=out_of_band)
+    parts = file.parts
+    if len(parts) == 1:
+        return parts, buffers
+    segments: list[Any] = []
+    small: list[Any] = []
+    for part in parts:
+        if len(part) < OOB_MIN:
+            small.append(part)
+            continue
+        if small:
+            segments.append(b"".join(small))
+            small = []
+        segments.append(part)
+    if small:
+        segments.append(b"".join(small))
+    return segments, buffers
+
+
+def _as_bytes(buffer: Any) -> np.ndarray:
+    return np.frombuffer(buffer, dtype=np.uint8)
+
+
+def _transfer(call, buffer: Any, peer: int):
+    """``call(spec, peer, Tag.BULK)`` for a buffer of any size."""
+    spec, dtype = buffer_spec(_as_bytes(buffer))
+    try:
+        return call(spec, peer, Tag.BULK)
+    finally:
+        if dtype is not None:
+            dtype.Free()  # MPI lets a pending transfer finish with it
+
+
+def _is_plain(segments: list[Any], buffers: list[memoryview]) -> bool:
+    return not buffers and len(segments) == 1 and len(segments[0]) <= MAX_COUNT
+
+
+def _header(segments: list[Any], buffers: list[memoryview]) -> Bulk:
+    return Bulk([len(s) for s in segments], [b.nbytes for b in buffers])
+
+
+def send(comm, obj: Any, dest: int, tag: int) -> None:
+    """Send ``obj`` of any size; the receiver completes it with :func:`received`.
+
+    Raises:
+        pickle.PicklingError, TypeError, AttributeError: ``obj`` cannot be
+            pickled; nothing was sent.
+    """
+    from mpi4py import MPI
+
+    segments, buffers = dumps(obj)
+    if _is_plain(segments, buffers):
+        comm.Send([segments[0], MPI.BYTE], dest, tag)
+        return
+    comm.send(_header(segments, buffers), dest, tag)
+    for part in (*segments, *buffers):
+        _transfer(comm.Send, part, dest)
+
+
+class Sends:
+    """The requests of one message sent in parts; keeps its buffers alive."""
+
+    def __init__(self, requests: list, keep: list):
+        self.requests = requests
+        self.keep = keep
+
+    def Test(self) -> bool:
+        from mpi4py import MPI
+
+        if MPI.Request.Testall(self.requests):
+            self.keep = []
+            return True
+        return False
+
+
+def isend(comm, obj: Any, dest: int, tag: int):
+    """Start sending ``obj`` of any size; return something to ``Test()``."""
+    from mpi4py import MPI
+
+    segments, buffers = dumps(obj)
+    if _is_plain(segments, buffers):
+        return comm.Isend([segments[0], MPI.BYTE], dest, tag)
+    requests = [comm.isend(_header(segments, buffers), dest, tag)]
+    for part in (*segments, *buffers):
+        requests.append(_transfer(comm.Isend, part, dest))
+    return Sends(requests, [segments, buffers])
+
+
+def received(comm, obj: Any, source: int) -> Any:
+    """Return the object of a message whose first part arrived as ``obj``."""
+    if type(obj) is Bulk:
+        return obj.receive(comm, source)
+    return obj
+
+
+class Parcel:
+    """An object to pass through a collective (``gather``, ``scatter``).
+
+    ``header`` goes through the collective: the object itself when it is
+    small, else its :class:`Bulk` header, whose parts :meth:`send` then sends
+    point to point (the receiver calls :func:`received`).
+    """
+
+    def __init__(self, obj: Any):
+        segments, buffers = dumps(obj)
+        if _is_plain(segments, buffers):
+            self.header: Any = obj
+            self.parts: list[Any] = []
+        else:
+            self.header = _header(segments, buffers)
+            self.parts = [*segments, *buffers]
+
+    def send(self, comm, dest: int) -> None:
+        for part in self.parts:
+            _transfer(comm.Send, part, dest)
+
+    def isend(self, comm, dest: int) -> list:
+        return [_transfer(comm.Isend, part, dest) for part in self.parts]

@@ -1,0 +1,173 @@
+"""Large data through the farm: out-of-band arrays and bytes, and shared data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ringmpi.farm import FarmError, farm_map, shared
+from ringmpi.farm._wire import OOB_MIN
+
+pytestmark = pytest.mark.mpi
+
+BIG = 3 * OOB_MIN + 5  # out-of-band, and not a round size
+
+
+def large_result(i):
+    if i % 3 == 0:
+        return np.arange(BIG // 8 + i, dtype=np.int64)
+    if i % 3 == 1:
+        return bytes([i % 256]) * BIG + b"end"
+    return {
+        "array": np.full((3, BIG // 24), float(i)),
+        "i": i,
+        "small": np.arange(4),
+        "strided": np.arange(BIG // 4)[::2],  # not contiguous: in the stream
+        "fortran": np.asfortranarray(np.arange(BIG // 8).reshape(2, -1)),
+        "bytearray": bytearray(b"ab") * (BIG // 2),
+    }
+
+
+def expected(i):
+    return large_result(i)
+
+
+def equal(a, b):
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return type(b) is np.ndarray and a.dtype == b.dtype and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def echo_sum(task):
+    index, array = task
+    return index, int(array.sum()), array[::-1].copy()
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_large_results_come_back_exactly(comm, collectively, schedule):
+    with collectively:
+        results = farm_map(comm, large_result, range(6), schedule=schedule, cores=comm.Get_size())
+        if comm.Get_rank() == 0:
+            assert all(equal(r, expected(i)) for i, r in enumerate(results))
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_large_tasks_reach_the_workers(comm, collectively, schedule):
+    tasks = [(i, np.arange(BIG // 8, dtype=np.int64) * i) for i in range(5)]
+    with collectively:
+        results = farm_map(comm, echo_sum, tasks, schedule=schedule, cores=comm.Get_size())
+        if comm.Get_rank() == 0:
+            for (i, array), (j, total, backwards) in zip(tasks, results):
+                assert (j, total) == (i, int(array.sum()))
+                assert np.array_equal(backwards, array[::-1])
+
+
+# --- shared data ------------------------------------------------------------------
+
+
+def look(_task):
+    from mpi4py import MPI
+
+    data = shared()
+    table, nested = data["table"], data["nested"][1]["ids"]
+    refused = []
+    for array in (table, nested):
+        try:
+            array[0] = 0
+        except ValueError:
+            refused.append(True)
+        else:
+            refused.append(False)
+    return (
+        MPI.COMM_WORLD.Get_rank(),
+        refused,
+        float(table.sum()),
+        nested.tolist(),
+        data["name"],
+        data["nested"][0],
+    )
+
+
+def osc_maps():
+    """Shared-memory windows mapped into this process (Open MPI's osc/sm)."""
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if "osc_sm" in line)
+
+
+def make_shared():
+    return {
+        "table": np.linspace(0.0, 1.0, 200_001),
+        "nested": (7, {"ids": np.arange(10, dtype=np.int32)}),
+        "name": "parameters",
+    }
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_shared_dict_of_arrays_is_read_only_on_every_rank(comm, collectively, schedule):
+    size = comm.Get_size()
+    data = make_shared() if comm.Get_rank() == 0 else None
+    with collectively:
+        # One task per rank, and every rank computes: each one reports.
+        results = farm_map(
+            comm, look, range(4 * size), shared=data, schedule=schedule, cores=size, chunksize=1
+        )
+        if comm.Get_rank() == 0:
+            total = float(make_shared()["table"].sum())
+            for _rank, refused, table_sum, ids, name, seven in results:
+                assert refused == [True, True]
+                assert table_sum == total
+                assert ids == list(range(10))
+                assert (name, seven) == ("parameters", 7)
+            if schedule == "static":
+                assert len({r[0] for r in results}) == size
+        assert osc_maps() == 0  # freed once the farm is done
+
+
+def fails_on_two(i):
+    if i == 2:
+        raise ValueError("two")
+    return float(shared()["table"][i])
+
+
+def test_failing_task_leaves_no_window_behind(comm, collectively):
+    import os
+
+    with collectively:
+        before = sorted(f for f in os.listdir("/dev/shm") if f.startswith("osc_sm"))
+        for _ in range(5):
+            data = make_shared() if comm.Get_rank() == 0 else None
+            try:
+                farm_map(comm, fails_on_two, range(6), shared=data, cores=comm.Get_size())
+            except FarmError as exc:
+                assert comm.Get_rank() == 0 and "two" in str(exc)
+            else:
+                assert comm.Get_rank() != 0
+            assert osc_maps() == 0
+        after = sorted(f for f in os.listdir("/dev/shm") if f.startswith("osc_sm"))
+        # Windows of other jobs may come and go, but none of this job's stays.
+        assert not set(after) - set(before)
+
+
+def test_shared_without_arrays_and_the_accessor_outside_a_farm(comm, collectively):
+    with collectively:
+        data = {"k": [1, 2, 3]} if comm.Get_rank() == 0 else None
+        results = farm_map(comm, _first_k, range(3), shared=data, cores=comm.Get_size())
+        if comm.Get_rank() == 0:
+            assert results == [1, 2, 3]
+        with pytest.raises(RuntimeError, match="no shared data"):
+            shared()
+
+
+def _first_k(i):
+    return shared()["k"][i]
+
+
+def test_unpicklable_shared_data_is_refused_on_every_rank(comm, collectively):
+    from ringmpi.farm import FarmUsageError
+
+    with collectively:
+        data = {"f": lambda: 1} if comm.Get_rank() == 0 else None
+        with pytest.raises(FarmUsageError, match="shared data cannot be sent"):
+            farm_map(comm, _first_k, range(3), shared=data)
