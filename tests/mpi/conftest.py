@@ -7,12 +7,35 @@ wrap checks in ``with collectively:``.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 
 import pytest
 from mpi4py import MPI
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give each rank its own temporary directory: all ranks run pytest at
+    once, and would race over the numbered ones pytest makes and prunes."""
+    if config.option.basetemp is None:
+        rank = MPI.COMM_WORLD.Get_rank()
+        base = Path(tempfile.gettempdir()) / f"ringmpi-mpi-tests-{os.getpid()}-rank{rank}"
+        config.option.basetemp = str(base)
+        config.stash[_OWN_BASETEMP] = base
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = config.stash.get(_OWN_BASETEMP, None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
 
 
 class Collectively:
