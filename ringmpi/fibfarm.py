@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import sys
@@ -236,7 +237,13 @@ def fib_of(item: tuple[int, int]) -> int:
 
 def fib_cost(item: tuple[int, int]) -> float:
     """Relative cost of a split task: the calls it makes (capped, to stay a float)."""
-    return 10 ** min(fibmod.log10_calls(item[1]), 290.0)
+    return _calls_of(item[1])
+
+
+@functools.lru_cache(maxsize=4096)
+def _calls_of(n: int) -> float:
+    # Runs of many tasks repeat the same few n: work each out once.
+    return 10 ** min(fibmod.log10_calls(n), 290.0)
 
 
 def run(

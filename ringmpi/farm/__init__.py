@@ -4,9 +4,10 @@ Every rank of the communicator calls :func:`farm_map` (or :class:`Farm`)
 together. The root hands out tasks and gathers the results; the other ranks
 serve until told to stop. Results come back in input order.
 
-Start-up (see :mod:`._start`): ``W -> R`` ``Tag.JOIN`` on the caller's
-communicator, a nonblocking duplicate, then ``R -> W`` ``Tag.START``: ``None``
-or an error that every rank raises.
+Start-up (see :mod:`._start`): ``W -> R`` ``Tag.JOIN`` and ``R -> W``
+``Tag.GO`` on the caller's communicator (waited for with sleeps, within
+``join_timeout``), a duplicate of it, the layout gathered, then ``R -> W``
+``Tag.START``: ``(None, trace)``, or an error that every rank raises.
 
 Message protocol (root ``R``, worker ``W``):
 

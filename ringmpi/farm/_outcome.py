@@ -56,6 +56,7 @@ class Tag(enum.IntEnum):
     #: On the caller's communicator, while the farm starts: high, to keep
     #: clear of the caller's own tags.
     JOIN = 32701
+    GO = 32702
 
 
 class Schedule(str, enum.Enum):

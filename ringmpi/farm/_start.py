@@ -4,9 +4,10 @@ A rank that never calls the farm (the usual mistake: ``farm_map`` inside
 ``if rank == 0:``) would leave the others waiting for ever in a collective;
 a root that starts late would leave the workers spinning in one. Instead:
 
-* every rank sends ``Tag.JOIN`` to the root on the caller's communicator and
-  starts a nonblocking duplicate (``Idup``) of it, waiting with sleeps;
-* if the duplicate is not done within the bound, the root names the ranks
+* every worker sends ``Tag.JOIN`` to the root on the caller's communicator;
+  the root, once it has every one, answers ``Tag.GO``; all wait with sleeps,
+  then duplicate the communicator (quick: everyone is there);
+* if a note is missing when the bound passes, the root names the ranks
   whose ``JOIN`` never came, and every rank ends with one error line;
 * once everyone is in, the root checks what only it can (the tasks, that the
   function pickles) and sends ``Tag.START`` to each worker: ``(None, trace)``
@@ -17,6 +18,7 @@ a root that starts late would leave the workers spinning in one. Instead:
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any
 
 from .. import poll
@@ -42,28 +44,41 @@ def join(user, root: int, timeout: float | None):
         FarmJoinError: Not every rank joined within ``timeout`` seconds.
     """
     rank, size = user.Get_rank(), user.Get_size()
-    note = None if rank == root else user.isend(None, dest=root, tag=Tag.JOIN)
-    comm, request = user.Idup()
-    backoff = poll.Backoff(cap=max(poll.Backoff().cap, 5e-3))
-    if not poll.wait(request, backoff, timeout):
-        if rank == root:
-            missing = [r for r in range(size) if r != root and not user.iprobe(r, Tag.JOIN)]
-            raise FarmJoinError(
-                f"rank(s) {', '.join(map(str, missing))} of {size} did not call the farm "
-                f"within {timeout:g} s: every rank of the communicator must call it "
-                "(see RINGMPI_JOIN_TIMEOUT)"
-            )
-        raise FarmJoinError(
-            f"not every rank of the communicator called the farm within {timeout:g} s "
-            f"(the root, rank {root}, names the missing ones)"
-        )
+    backoff = poll.Backoff()
+    deadline = None if timeout is None else time.monotonic() + timeout
     if rank == root:
-        for source in range(size):
-            if source != root:
-                user.recv(source=source, tag=Tag.JOIN)
-    elif note is not None:
-        poll.wait(note, backoff)
-    return comm
+        waiting = [r for r in range(size) if r != root]
+        while waiting:
+            waiting = [r for r in waiting if not _take(user, r, Tag.JOIN)]
+            if waiting and deadline is not None and time.monotonic() > deadline:
+                raise FarmJoinError(
+                    f"rank(s) {', '.join(map(str, waiting))} of {size} did not call the farm "
+                    f"within {timeout:g} s: every rank of the communicator must call it "
+                    "(see RINGMPI_JOIN_TIMEOUT)"
+                )
+            if waiting:
+                backoff.pause()
+        for request in [user.isend(None, dest=r, tag=Tag.GO) for r in range(size) if r != root]:
+            poll.wait(request, backoff)
+    else:
+        poll.wait(user.isend(None, dest=root, tag=Tag.JOIN), backoff)
+        go = user.irecv(source=root, tag=Tag.GO)
+        if not poll.wait(go, backoff, None if deadline is None else deadline - time.monotonic()):
+            go.Cancel()
+            raise FarmJoinError(
+                f"not every rank of the communicator called the farm within {timeout:g} s "
+                f"(the root, rank {root}, names the missing ones)"
+            )
+    # Everyone is here: a blocking duplicate is quick now.
+    return user.Dup()
+
+
+def _take(user, source: int, tag: int) -> bool:
+    """Receive the note ``source`` sent with ``tag``, if it is there."""
+    if not user.iprobe(source, tag):
+        return False
+    user.recv(source=source, tag=tag)
+    return True
 
 
 def check_setup(fn: Any, setup: Any, tasks: Any) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import tempfile
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from trace_check import check_chrome_trace
 
 from ringmpi.fib import fib_exact
 
@@ -63,6 +65,36 @@ def test_fibfarm_across_hosts(cluster) -> None:
     assert sum(int(tasks) for _, _, tasks in rows) == 6
     for rank, host, _ in rows:
         assert where[int(rank)] == host
+
+
+def test_trace_and_timeline_across_hosts(cluster) -> None:
+    size = 2 * (cluster.workers + 1)
+    where = f"/cluster/trace-{uuid.uuid4().hex}"
+    made = cluster.exec("head", "install", "-d", "-o", "mpi", "-g", "mpi", where, user="root")
+    assert made.returncode == 0, made.stderr
+    try:
+        done = cluster.run(
+            *["-n", str(size), "python", "-m", "ringmpi.fibfarm", "30-25", "--json"],
+            *["--trace", f"{where}/run.json", "--timeline", f"{where}/run.png"],
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+        elapsed = json.loads(done.stdout)["elapsed"]
+        shown = cluster.exec("head", "cat", f"{where}/run.json")
+        assert shown.returncode == 0, shown.stderr
+        trace = json.loads(shown.stdout)
+        check_chrome_trace(trace, 6, size, elapsed)
+        # Each row names its rank's host, as the launcher placed it.
+        rows = {
+            e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e["name"] == "thread_name"
+        }
+        hosts = placement(done.stderr)
+        assert all(rows[r].split()[1].startswith(f"{r}@{hosts[r]}") for r in rows), rows
+        assert len({hosts[e["tid"]] for e in trace["traceEvents"] if e["ph"] == "X"}) >= 2
+        png = cluster.exec("head", "head", "-c", "8", f"{where}/run.png")
+        assert png.returncode == 0 and png.stdout.startswith("\x89PNG"), png.stderr
+    finally:
+        cluster.exec("head", "rm", "-rf", where, user="root")
 
 
 def test_ranks_run_as_non_root(cluster) -> None:
