@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from .. import config, poll
 from ..errors import RingmpiError, mark_degraded
-from ..journal import Identity, Journal, JournalError, Row
-from . import _ft, _shared, _stop
+from ..journal import Journal
+from . import _ft, _shared
+from ._options import check_options
 from ._outcome import (
     Errors,
     FarmError,
@@ -22,21 +22,19 @@ from ._outcome import (
     Outcome,
     Schedule,
     WorkerStats,
-    short_repr,
 )
 from ._plan import balance, make_chunks, node_cores, plan_workers
+from ._resume import Resumable
 from ._root import Dispatcher, run_static
-from ._start import FarmUsageError, check_setup, join, start
-from ._stop import FarmStopped, Stop
+from ._start import check_setup, join, start
+from ._stop import Stop
 from ._trace import Tracer, clock_offsets
 from ._worker import Setup, serve_dynamic, serve_static
 
 log = logging.getLogger("ringmpi.farm")
 
-E = TypeVar("E", bound=enum.Enum)
 
-
-class Farm:
+class Farm(Resumable):
     """A task farm over a communicator; every rank creates it and calls ``map``.
 
     Args:
@@ -120,36 +118,14 @@ class Farm:
         grace: float | None = None,
         shared: Any = None,
     ):
-        self.errors = _choice(Errors, errors, "errors")
-        self.schedule = _choice(Schedule, schedule, "schedule")
-        if not isinstance(root, int) or not 0 <= root < comm.Get_size():
-            raise FarmUsageError(
-                f"root must be a rank of the communicator, 0 to {comm.Get_size() - 1}, not {root!r}"
-            )
-        if fault_tolerant and self.schedule is not Schedule.DYNAMIC:
-            raise FarmUsageError("fault tolerance needs the dynamic schedule")
-        if task_timeout is not None and self.schedule is not Schedule.DYNAMIC:
-            raise FarmUsageError(
-                "task_timeout needs the dynamic schedule: a static share is not watched "
-                "task by task"
-            )
-        if task_timeout is not None and not 0 < task_timeout < float("inf"):
-            raise FarmUsageError(f"task_timeout must be a positive number, not {task_timeout!r}")
-        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
-            raise FarmUsageError(
-                f"chunksize must be a whole number of at least 1, not {chunksize!r}"
-            )
+        self.errors, self.schedule = check_options(
+            comm, errors=errors, schedule=schedule, root=root, fault_tolerant=fault_tolerant,
+            task_timeout=task_timeout, chunksize=chunksize, retries=retries, resume=resume,
+            grace=grace,
+        )  # fmt: skip
         if join_timeout is None:
             join_timeout = config.join_timeout()
         self.join_timeout = join_timeout or None
-        if retries < 0:
-            raise FarmUsageError(f"retries must not be negative, not {retries}")
-        if retries and self.schedule is not Schedule.DYNAMIC:
-            raise FarmUsageError("retries need the dynamic schedule")
-        if resume not in (False, True, "failed"):
-            raise FarmUsageError(f"resume must be True, False or 'failed', not {resume!r}")
-        if grace is not None and grace < 0:
-            raise FarmUsageError(f"grace must not be negative, not {grace}")
         self.journal_path = None if journal is None else str(journal)
         self.resume = resume
         self.force_resume = force_resume
@@ -257,71 +233,6 @@ class Farm:
             if not self.stats.lost:
                 comm.Free()
 
-    # -- journal and stop -------------------------------------------------------
-
-    def _open_journal(self, comm, tasks: list[Any]) -> list[tuple[int, Any]]:
-        """Open the journal on the root and tell every rank whether it could.
-
-        Returns:
-            On the root, ``(index, value)`` of the tasks the journal already
-            holds (their outcomes come back without running); else empty.
-        """
-        self._todo = list(range(len(tasks)))
-        self._final = self._results = 0
-        if self.journal_path is None:
-            return []
-        problem = None
-        if self._is_root:
-            try:
-                identity = Identity.of(self.fn, tasks)
-                self._journal = Journal.open(
-                    self.journal_path, identity, resume=bool(self.resume), force=self.force_resume
-                )
-            except JournalError as exc:
-                problem = str(exc)
-        # Decided on the root before any work: every rank raises the same error.
-        problem = comm.bcast(problem, root=self.root)
-        if problem is not None:
-            raise JournalError(problem)
-        if self._journal is None:
-            return []
-        kept: list[tuple[int, Any]] = []
-        self._todo = []
-        rerun_failed = self.resume == "failed" or self.errors is Errors.RAISE
-        for index in range(len(tasks)):
-            ok, value = self._journal.previous.get(index, (False, None))
-            if ok or (index in self._journal.previous and not rerun_failed):
-                kept.append((index, value))
-            else:
-                self._todo.append(index)
-        self._final = len(kept)
-        self._results = self._journal.done
-        errors = [value for index, value in kept if index not in self._done_indices()]
-        self.stats.errors.extend(errors)
-        if kept and self.progress is not None:
-            self.progress(len(kept), len(tasks))
-        return kept
-
-    def _done_indices(self) -> set[int]:
-        assert self._journal is not None
-        return {i for i, (ok, _) in self._journal.previous.items() if ok}
-
-    def _agree_on_stop(self, comm, ft: bool, total: int) -> None:
-        """After a stop signal, every rank learns from the root whether the
-        run ended early, and raises ``FarmStopped`` if it did."""
-        if self._stop is None:
-            return
-        signum = self._stop.signum or 0
-        early = self._is_root and signum and self._final < total
-        decided = _stop.agree(comm, signum if early else 0, ft)
-        if decided:
-            raise self._stopped(decided, total, collective=True)
-
-    def _stopped(self, signum: int, total: int, collective: bool) -> FarmStopped:
-        journal = self.journal_path if self._journal is not None else None
-        done = self._journal.done if self._journal is not None else self._results
-        return FarmStopped(signum, done, total, journal, collective)
-
     def _gather_layout(self, comm, ft: bool) -> list[tuple[str, int]] | None:
         """Gather each rank's host and node cores on the root."""
         from mpi4py import MPI
@@ -417,9 +328,6 @@ class Farm:
         if stats.errors and self.errors is Errors.RAISE:
             raise FarmError.of(stats.errors)
 
-    def _total(self) -> int:
-        return self._journal.identity.tasks if self._journal is not None else len(self._todo)
-
     def _emit(self, batches: Iterable[list[Outcome]], tasks: list[Any]):
         """Yield ``(index, value)`` per outcome; record errors, and yield them
         in place of the value when they are collected. Every outcome, a failed
@@ -445,36 +353,10 @@ class Farm:
             if self.progress is not None:
                 self.progress(done, total)
 
-    def _record(self, outcomes: list[Outcome], tasks: list[Any]) -> None:
-        journal = self._journal
-        assert journal is not None
-        rank = getattr(outcomes, "rank", None)
-        host = getattr(outcomes, "host", None)
-        ends = getattr(outcomes, "ends", None) or [None] * len(outcomes)
-        start = getattr(outcomes, "start", None)
-        rows = []
-        for (index, value, error), end in zip(outcomes, ends):
-            original = self._todo[index]
-            rows.append(
-                Row(original, journal.next_attempt(original), value, error,
-                    short_repr(tasks[index], 60), rank, host, start, end)
-            )  # fmt: skip
-            start = end
-        journal.record(rows)
-
 
 @contextlib.contextmanager
 def _nothing() -> Iterator[None]:
     yield
-
-
-def _choice(kind: type[E], value: Any, name: str) -> E:
-    """Return ``kind(value)``, or raise ``FarmUsageError`` naming the choices."""
-    try:
-        return kind(value)
-    except ValueError:
-        choices = " or ".join(repr(c.value) for c in kind)
-        raise FarmUsageError(f"{name} must be {choices}, not {value!r}") from None
 
 
 def _end(comm, ft: bool, failed: bool, backoff: poll.Backoff | None = None) -> None:
