@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -19,6 +20,10 @@ from ringmpi.fib import fib_exact
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1800)]
 
 HELD = Path(__file__).resolve().parents[1] / "programs" / "held_fibfarm.py"
+BIG = Path(__file__).resolve().parents[1] / "programs" / "big_farm.py"
+#: GiB of available memory the 3 GiB result needs (tests/test_farm_big.py):
+#: the nodes are containers of this machine, so it is this machine's memory.
+BIG_NEEDS_GIB = 11
 
 #: "# worker1: ranks 2 3", printed by the launcher for every run
 PLACEMENT_RE = re.compile(r"^# (\S+): ranks? ([\d ]+)$", re.MULTILINE)
@@ -316,6 +321,125 @@ def test_worker_killed_mid_run_fault_tolerant(cluster) -> None:
         assert f"lost node during the run: {victim}" in stderr, stderr
 
 
+def journal_rows(hold: Hold, journal: str) -> set[tuple[int, int, int]]:
+    """Return the journal's attempts as {(index, attempt, ok)}, read on the head."""
+    query = (
+        "import sqlite3, sys; db = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); "
+        "print('\\n'.join(f'{i} {a} {ok}' for i, a, ok in "
+        "db.execute('SELECT idx, attempt, ok FROM attempts')))"
+    )
+    out = hold.exec("python", "-c", query, journal, user="mpi")
+    return {(int(i), int(a), int(ok)) for i, a, ok in (line.split() for line in out.splitlines())}
+
+
+STATUS_RE = re.compile(
+    r"^done (\d+), failed (\d+), missing (\d+) of \d+ tasks \((\d+) attempts", re.MULTILINE
+)
+
+
+def journal_status(cluster, journal: str) -> tuple[int, int, int, int] | None:
+    """Return (done, failed, missing, attempts) from ``fibfarm --status`` (no
+    MPI) on the head, or None while there is no journal to read."""
+    shown = cluster.exec(
+        "head", "python", "-m", "ringmpi.fibfarm", "--journal", journal, "--status"
+    )
+    match = STATUS_RE.search(shown.stdout)
+    if shown.returncode != 0 or not match:
+        return None
+    done, failed, missing, attempts = map(int, match.groups())
+    return done, failed, missing, attempts
+
+
+def test_worker_killed_mid_run_then_resumed(cluster) -> None:
+    """A node killed mid-run (fatal even under ULFM, open-mpi/ompi#12227) ends
+    the job non-zero with no done: line, the journal keeping every result that
+    reached the root; a rerun with --resume on the nodes left computes only
+    the missing tasks, and every result is right (--verify)."""
+    victim = f"worker{cluster.workers}"
+    tasks = [22] * 12
+    size = 2 * (cluster.workers + 1)
+    hold = Hold(cluster)
+    # The journal outlives the first hold directory (removed after the kill).
+    kept = f"/cluster/journal-{uuid.uuid4().hex}"
+    hold.exec("install", "-d", "-o", "mpi", "-g", "mpi", kept)
+    journal = f"{kept}/run.db"
+    args = ["--journal", journal, *[str(n) for n in tasks]]
+
+    def kill_once_results_are_in() -> None:
+        # Only the victim's tasks are held: wait until the others' results are
+        # in the journal, so the kill finds finished work to keep.
+        deadline = time.monotonic() + 60
+        while not (journal_status(cluster, journal) or (0,))[0]:
+            assert time.monotonic() < deadline, "no result reached the journal"
+            time.sleep(0.2)
+        subprocess.run(
+            ["docker", "kill", cluster.container(victim)],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+
+    try:
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = cluster.popen(
+                "-n",
+                str(size),
+                *hold.argv("--hold-on", victim, *args),
+                timeout=120,
+                stdout=out,
+                stderr=err,
+            )
+            rc, took = fault_mid_run(cluster, victim, hold, proc, err, kill_once_results_are_in)
+            stdout, stderr = read(out), read(err)
+        assert took < 30, f"the job took {took:.1f} s to end after the kill"
+        assert rc != 0, f"status 0 after losing a node\n{stderr}"
+        assert not re.search(r"^done:", stdout, re.MULTILINE), stdout
+        assert f"lost node during the run: {victim}" in stderr, stderr
+        # What the journal kept: results only, each once, some but not all.
+        before = journal_rows(hold, journal)
+        kept_ok = {i for i, _, ok in before if ok}
+        assert all(ok for _, _, ok in before), before
+        assert len(kept_ok) == len(before), before
+        assert 0 < len(kept_ok) < len(tasks), before
+        missing = set(range(len(tasks))) - kept_ok
+        assert journal_status(cluster, journal) == (len(kept_ok), 0, len(missing), len(before))
+
+        # The rerun: the victim is down, so the launcher leaves it out.
+        rerun = Hold(cluster)
+        rerun.release()  # nothing is held this time
+        try:
+            done = cluster.run(
+                *["-n", str(size - 2), *rerun.argv(*args, "--resume", "--verify")],
+                timeout=180,
+            )
+        finally:
+            rerun.remove()
+        assert done.returncode == 0, done.stdout + done.stderr
+        where = placement(done.stderr)
+        assert sorted(where) == list(range(size - 2)), done.stderr
+        assert victim not in where.values(), where
+        assert f"leaving out {victim}" in done.stderr, done.stderr
+        results = re.findall(r"^fib\((\d+)\) = (\d+)$", done.stdout, re.MULTILINE)
+        assert [(int(n), int(v)) for n, v in results] == [(n, fib_exact(n)) for n in tasks]
+        assert f"verified {len(tasks)} results against exact Fibonacci" in done.stdout
+        assert re.search(rf"^done: {len(tasks)} of {len(tasks)} results", done.stdout, re.M)
+        # Computed in the rerun: exactly the missing tasks, each once.
+        after = journal_rows(hold, journal)
+        assert before <= after, (before, after)
+        new = after - before
+        assert sorted(i for i, _, _ in new) == sorted(missing), (missing, new)
+        assert all(ok for _, _, ok in new), new
+        assert journal_status(cluster, journal) == (len(tasks), 0, 0, len(before) + len(missing))
+        print(  # seen with pytest -s
+            f"{victim} killed: job ended {took:.1f} s later, status {rc}, "
+            f"{len(kept_ok)} of {len(tasks)} results kept; the rerun on "
+            f"{sorted(set(where.values()))} computed {len(new)}"
+        )
+    finally:
+        hold.exec("rm", "-rf", kept)
+        cluster.up()
+
+
 #: A partitioned node ends the run within this many seconds (docker/README.md,
 #: "Failure detection": Open MPI's keep-alive notices it after about 11 s,
 #: else the launcher's probes after 15 s of silence, then at most 5 s to kill
@@ -506,3 +630,50 @@ def test_image_holds_no_keys(cluster) -> None:
         check=True,
     )
     assert listing.stdout.strip() == ""
+
+
+def available_gib() -> float:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / (1 << 20)
+    return 0.0
+
+
+@pytest.mark.skipif(
+    os.environ.get("RINGMPI_TEST_BIG") != "1", reason="set RINGMPI_TEST_BIG=1 (about 10 GiB)"
+)
+def test_result_of_3_gib_across_hosts(cluster) -> None:
+    """A task on a worker node returns a 3 GiB bytes object to the root on
+    the head, across the container network; it comes back exactly (CRC-32)."""
+    if available_gib() < BIG_NEEDS_GIB:
+        pytest.skip(f"needs {BIG_NEEDS_GIB} GiB of available memory, {available_gib():.1f} here")
+    where = f"/cluster/big-{uuid.uuid4().hex}"
+    made = cluster.exec("head", "install", "-d", "-o", "mpi", "-g", "mpi", where, user="root")
+    assert made.returncode == 0, made.stderr
+    copy = f"cat > {where}/big_farm.py"
+    try:
+        copied = subprocess.run(
+            ["docker", "exec", "-i", "-u", "mpi", cluster.container("head"), "sh", "-c", copy],
+            input=BIG.read_text(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert copied.returncode == 0, copied.stderr
+        # One rank per node: rank 0 (the root, computing nothing) on the
+        # head, rank 1 (the only worker) on another node.
+        done = cluster.run(
+            *["-n", "2", "--map-by", "node", "python", f"{where}/big_farm.py", "bytes", "dynamic"],
+            timeout=600,
+        )
+    finally:
+        cluster.exec("head", "rm", "-rf", where, user="root")
+    assert done.returncode == 0, done.stdout + done.stderr
+    hosts = placement(done.stderr)
+    assert hosts[0] == "head" and hosts[1] != "head", hosts
+    nbytes = 3 * (1 << 30) + 13
+    match = re.search(r"^ok: bytes (\d+) ([0-9a-f]{8})$", done.stdout, re.MULTILINE)
+    assert match and int(match.group(1)) == nbytes, done.stdout
+    print(done.stdout)  # seen with pytest -s: the time and the peak RSS of each rank
