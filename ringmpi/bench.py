@@ -302,6 +302,12 @@ def build_parser() -> ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="log progress on stderr")
     common.add_argument("-q", "--quiet", action="store_true", help="print only the tables")
 
+    for add in (_add_fib, _add_ring, _add_pool, _add_data):
+        add(sub, common)
+    return parser
+
+
+def _add_fib(sub, common: ArgumentParser) -> None:
     fib = sub.add_parser(
         "fib",
         parents=[common],
@@ -332,6 +338,8 @@ def build_parser() -> ArgumentParser:
         help="processes/threads for pool, ppe, children, c-threads (default: cores)",
     )
 
+
+def _add_ring(sub, common: ArgumentParser) -> None:
     ring = sub.add_parser(
         "ring",
         parents=[common],
@@ -346,6 +354,9 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="sizes as MIN:MAX (powers of two) or a comma list (default 1, 4, 16, ... 4M)",
     )
+
+
+def _add_pool(sub, common: ArgumentParser) -> None:
     pool = sub.add_parser(
         "pool",
         parents=[common],
@@ -367,6 +378,9 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="processes for multiprocessing.Pool (default: cores)",
     )
+
+
+def _add_data(sub, common: ArgumentParser) -> None:
     data = sub.add_parser(
         "data",
         parents=[common],
@@ -390,7 +404,79 @@ def build_parser() -> ArgumentParser:
         metavar="MIB",
         help="MiB of the shared array in the memory part (default 1024; quick 16)",
     )
-    return parser
+
+
+def _wrong_results(comm, report: dict[str, Any] | None) -> None:
+    """Raise on every rank if rank 0's report has a wrong result."""
+    wrong = []
+    if comm.Get_rank() == 0:
+        assert report is not None
+        wrong = [
+            f"{name}/{row['approach']}"
+            for name, work in report["workloads"].items()
+            for row in work["rows"]
+            if row.get("correct") is False
+        ]
+    wrong = comm.bcast(wrong, root=0)
+    if wrong:
+        raise BenchError(f"wrong results from: {', '.join(wrong)}")
+
+
+def _need_ranks(comm, what: str, ranks: int) -> None:
+    if comm.Get_size() < 2:
+        raise UsageError(f"{what} need at least 2 ranks: run under mpiexec -n {ranks}")
+
+
+def _run_fib(comm, args, repeat: int, log) -> tuple[dict[str, Any] | None, Any]:
+    _need_ranks(comm, "the MPI approaches", 3)
+    workloads = list(dict.fromkeys(args.workload or bench_fib.WORKLOAD_NAMES))
+    chosen = set(args.approach or bench_fib.APPROACHES)
+    approaches = [a for a in bench_fib.APPROACHES if a in chosen]
+    report = bench_fib.run_benchmark(
+        comm, workloads, approaches, repeat, args.quick, args.processes, log
+    )
+    _wrong_results(comm, report)
+    if report is not None:
+        # Tiny inputs time nothing worth comparing: quick mode checks results only.
+        report["targets"] = [] if args.quick else fib_targets(report)
+        report["text"] = bench_fib.format_report(report, args.quiet)
+    return report, plot_fib
+
+
+def _run_pool(comm, args, repeat: int, log) -> tuple[dict[str, Any] | None, Any]:
+    _need_ranks(comm, "the MPI approaches", 3)
+    names = list(dict.fromkeys(args.workload or bench_pool.WORKLOADS))
+    report = bench_pool.run_benchmark(comm, names, repeat, args.quick, args.processes, log)
+    _wrong_results(comm, report)
+    if report is not None:
+        report["targets"] = [] if args.quick else bench_pool.targets(report)
+        report["text"] = bench_pool.format_report(report, args.quiet)
+    return report, None
+
+
+def _run_data(comm, args, repeat: int, log) -> tuple[dict[str, Any] | None, Any]:
+    _need_ranks(comm, "the data benchmark's parts", 8)
+    parts = list(dict.fromkeys(args.part or bench_data.PARTS))
+    size = args.size or (16 if args.quick else 1024)
+    report = bench_data.run_benchmark(comm, parts, size, repeat, args.quick, log)
+    poll.barrier(comm)
+    if report is not None:
+        report["targets"] = [] if args.quick else bench_data.data_targets(report)
+        report["text"] = bench_data.format_report(report, args.quiet)
+    return report, None
+
+
+def _run_ring(comm, args, repeat: int, log) -> tuple[dict[str, Any] | None, Any]:
+    sizes = args.sizes or (bench_ring.QUICK_SIZES if args.quick else bench_ring.DEFAULT_SIZES)
+    report = bench_ring.run_benchmark(comm, sizes, repeat, args.quick, log)
+    poll.barrier(comm)
+    if report is not None:
+        report["targets"] = [] if args.quick else ring_targets(report)
+        report["text"] = bench_ring.format_report(report, args.quiet)
+    return report, plot_ring
+
+
+RUNNERS = {"fib": _run_fib, "ring": _run_ring, "pool": _run_pool, "data": _run_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -399,7 +485,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     comm = MPI.COMM_WORLD
-    rank = comm.Get_rank()
     repeat = args.repeat or (1 if args.quick else 5 if args.command == "ring" else 3)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise BenchError("--plot needs matplotlib: pip install 'ringmpi[plot]' (or matplotlib)")
@@ -408,81 +493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             print(f"[bench] {line}", file=sys.stderr, flush=True)
 
-    if args.command == "fib":
-        if comm.Get_size() < 2:
-            raise UsageError("the MPI approaches need at least 2 ranks: run under mpiexec -n 3")
-        workloads = list(dict.fromkeys(args.workload or bench_fib.WORKLOAD_NAMES))
-        chosen = set(args.approach or bench_fib.APPROACHES)
-        approaches = [a for a in bench_fib.APPROACHES if a in chosen]
-        report = bench_fib.run_benchmark(
-            comm, workloads, approaches, repeat, args.quick, args.processes, log
-        )
-        wrong = []
-        if rank == 0:
-            assert report is not None
-            wrong = [
-                f"{name}/{row['approach']}"
-                for name, work in report["workloads"].items()
-                for row in work["rows"]
-                if row.get("correct") is False
-            ]
-        wrong = comm.bcast(wrong, root=0)
-        if wrong:
-            raise BenchError(f"wrong results from: {', '.join(wrong)}")
-        if rank != 0:
-            return 0
-        assert report is not None
-        # Tiny inputs time nothing worth comparing: quick mode checks results only.
-        report["targets"] = [] if args.quick else fib_targets(report)
-        text = bench_fib.format_report(report, args.quiet)
-        plot = plot_fib
-    elif args.command == "pool":
-        if comm.Get_size() < 2:
-            raise UsageError("the MPI approaches need at least 2 ranks: run under mpiexec -n 3")
-        names = list(dict.fromkeys(args.workload or bench_pool.WORKLOADS))
-        report = bench_pool.run_benchmark(comm, names, repeat, args.quick, args.processes, log)
-        wrong = []
-        if rank == 0:
-            assert report is not None
-            wrong = [
-                f"{name}/{row['approach']}"
-                for name, work in report["workloads"].items()
-                for row in work["rows"]
-                if row.get("correct") is False
-            ]
-        wrong = comm.bcast(wrong, root=0)
-        if wrong:
-            raise BenchError(f"wrong results from: {', '.join(wrong)}")
-        if rank != 0:
-            return 0
-        assert report is not None
-        report["targets"] = [] if args.quick else bench_pool.targets(report)
-        text = bench_pool.format_report(report, args.quiet)
-        plot = None
-    elif args.command == "data":
-        if comm.Get_size() < 2:
-            raise UsageError("the data benchmark needs at least 2 ranks: run under mpiexec -n 8")
-        parts = list(dict.fromkeys(args.part or bench_data.PARTS))
-        size = args.size or (16 if args.quick else 1024)
-        report = bench_data.run_benchmark(comm, parts, size, repeat, args.quick, log)
-        poll.barrier(comm)
-        if rank != 0:
-            return 0
-        assert report is not None
-        report["targets"] = [] if args.quick else bench_data.data_targets(report)
-        text = bench_data.format_report(report, args.quiet)
-        plot = None
-    else:
-        sizes = args.sizes or (bench_ring.QUICK_SIZES if args.quick else bench_ring.DEFAULT_SIZES)
-        report = bench_ring.run_benchmark(comm, sizes, repeat, args.quick, log)
-        poll.barrier(comm)
-        if rank != 0:
-            return 0
-        assert report is not None
-        report["targets"] = [] if args.quick else ring_targets(report)
-        text = bench_ring.format_report(report, args.quiet)
-        plot = plot_ring
-
+    report, plot = RUNNERS[args.command](comm, args, repeat, log)
+    if comm.Get_rank() != 0:
+        return 0
+    assert report is not None
+    text = report.pop("text")
     report["program"] = "bench"
     report["mpi"] = MPI.Get_library_version().splitlines()[0].strip()
     if args.plot:
