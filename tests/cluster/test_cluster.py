@@ -96,8 +96,15 @@ def test_trace_and_timeline_across_hosts(cluster) -> None:
         hosts = placement(done.stderr)
         assert all(rows[r].split()[1].startswith(f"{r}@{hosts[r]}") for r in rows), rows
         assert len({hosts[e["tid"]] for e in trace["traceEvents"] if e["ph"] == "X"}) >= 2
-        png = cluster.exec("head", "head", "-c", "8", f"{where}/run.png")
-        assert png.returncode == 0 and png.stdout.startswith("\x89PNG"), png.stderr
+        png = cluster.exec(
+            "head", "python", "-c",
+            "import sys; data = open(sys.argv[1], 'rb').read(); "
+            "print(data[:8] == b'\\x89PNG\\r\\n\\x1a\\n', len(data))",
+            f"{where}/run.png",
+        )  # fmt: skip
+        assert png.returncode == 0, png.stderr
+        is_png, size = png.stdout.split()
+        assert is_png == "True" and int(size) > 10_000, png.stdout
     finally:
         cluster.exec("head", "rm", "-rf", where, user="root")
 
