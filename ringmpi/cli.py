@@ -70,5 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.parse_args(argv)
-    print(describe(), flush=True)
+    try:
+        print(describe(), flush=True)
+    except BrokenPipeError:
+        return 0
+    except (OSError, AttributeError) as exc:  # a full disk; a closed stdout
+        sys.stderr.write(f"error: cannot write to standard output: {exc}\n")
+        return 1
     return 0

@@ -107,13 +107,15 @@ def write_pictures(args, tasks: Sequence[int], stats: FarmStats) -> None:
         }
 
     title = f"fibfarm, {args.schedule}" + (f", split {args.split}" if args.split else "")
+    path = args.trace
     try:
         if args.trace:
             trace.write_chrome_trace(args.trace, trace.chrome_trace(stats, name, extra, title))
+        path = args.timeline
         if args.timeline:
             trace.draw_timeline(args.timeline, stats, name, title)
     except OSError as exc:
-        raise RingmpiError(f"cannot write {exc.filename}: {exc.strerror}") from None
+        raise RingmpiError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def lost_tasks(requeued: list[int], args, tasks) -> list[int]:

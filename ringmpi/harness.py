@@ -65,6 +65,8 @@ def print_result(text: str, file: str | None = None) -> None:
             with open(file, "w") as out:
                 out.write(text + "\n")
             return
+        if sys.stdout is None:  # started with stdout closed (>&-)
+            raise OutputError("cannot write the results: standard output is closed")
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
     except BrokenPipeError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -208,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     comm = MPI.COMM_WORLD
+    if sizes:
+        _check_memory(comm, max(sizes))
     hosts = comm.gather(socket.gethostname(), root=0)
     report: dict[str, object] = {"program": "ring", "ranks": comm.Get_size()}
     if hosts is not None:
@@ -224,6 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif out:
         print_result("\n".join(out))
     return 0
+
+
+def _check_memory(comm, nbytes: int) -> None:
+    """Refuse at once, on every rank, a message rank 0 could not hold twice."""
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if comm.bcast(2 * nbytes > memory if comm.Get_rank() == 0 else None, root=0):
+        raise UsageError(
+            f"a message of {nbytes} bytes needs about {2 * nbytes / 2**30:.1f} GiB on rank 0 "
+            f"(the payload and a receive buffer); this machine has {memory / 2**30:.1f} GiB"
+        )
 
 
 def _warmup(requested: int | None, rounds: int) -> int:

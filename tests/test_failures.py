@@ -382,6 +382,8 @@ MISUSE_MESSAGES = {
     "schedule=bogus": r"schedule must be 'dynamic' or 'static', not 'bogus'",
     "errors=ignore": r"errors must be 'raise' or 'collect', not 'ignore'",
     "no-tasks": r"the root passed tasks=None",
+    "not-iterable": r"the tasks must be iterable, not int",
+    "cores=0": r"cores must be a whole number of at least 1, not 0",
     "lambda": r"function main.<locals>.<lambda> .*not picklable.*define it at module level",
     "local": r"function main.<locals>.local .*not picklable.*define it at module level",
 }
@@ -399,6 +401,13 @@ MISUSES["misuse-only-root-calls"] = Case(
     r"rank\(s\) 1, 2 of 3 did not call the farm within 3 s",
     env={"RINGMPI_JOIN_TIMEOUT": "3"},
     seconds=20,
+)
+MISUSES["misuse-unpicklable-task"] = Case(
+    3,
+    [MISUSE, "unpicklable-task"],
+    ANY,
+    r"task\(s\) 2 \(<function main.<locals>.<lambda> .*cannot be pickled to send to a worker",
+    seconds=15,
 )
 MISUSES["task-keyboard-interrupt"] = Case(
     3, [FAULTY, "interrupt"], ANY, r"task 5 \(5\) failed on rank \d+@\S+: KeyboardInterrupt"
@@ -553,3 +562,57 @@ def test_results_to_a_full_stdout_are_an_error():
     assert process.stderr.strip() == (
         "error: cannot write the results to standard output: No space left on device"
     )
+
+
+def test_a_half_read_imap_does_not_hold_the_next_farm():
+    result = helper.run_mpiexec(3, MISUSE, "break-then-farm", timeout=60)
+    assert result.returncode == 0, result.describe()
+    assert "done: next farm gave [0, 1, 4, 9, 16]" in result.stdout, result.describe()
+    assert result.leftovers == [], result.describe()
+
+
+def test_a_closed_stdout_is_one_error_line():
+    process = subprocess.run(
+        [sys.executable, *FIBFARM, "20"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=helper.child_env(),
+        cwd=helper.ROOT,
+        timeout=60,
+        text=True,
+        # Started with stdout closed, as by '>&-'.
+        preexec_fn=lambda: os.close(1),
+    )
+    assert process.returncode == 1, process.stderr
+    assert process.stderr.strip() == "error: cannot write the results: standard output is closed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["-m", "ringmpi"], "error: cannot write to standard output: "),
+        ([*FIBFARM, "20", "--trace", "/dev/full"], "error: cannot write /dev/full: "),
+    ],
+)
+def test_other_writes_that_fail_are_one_error_line(argv, line):
+    with open("/dev/full", "w") as full:
+        process = subprocess.run(
+            [sys.executable, *argv],
+            stdout=full if argv[1] == "ringmpi" else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=helper.child_env(),
+            cwd=helper.ROOT,
+            timeout=60,
+            text=True,
+        )
+    assert process.returncode == 1, process.stderr
+    assert process.stderr.startswith(line) and process.stderr.count("\n") == 1, process.stderr
+
+
+@pytest.mark.parametrize("size", ["1000G", "99999999999G"])
+def test_a_ring_message_larger_than_memory_is_refused_at_once(size):
+    result = helper.run_mpiexec(2, *RING, "--size", size, timeout=60)
+    assert result.returncode == 2, result.describe()
+    assert len(result.error_lines) == 1, result.describe()
+    assert "GiB on rank 0 (the payload and a receive buffer)" in result.error_lines[0]
+    assert "Traceback" not in result.stderr, result.describe()

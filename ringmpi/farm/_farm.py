@@ -6,6 +6,7 @@ import contextlib
 import logging
 import socket
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -26,12 +27,16 @@ from ._outcome import (
 from ._plan import balance, make_chunks, node_cores, plan_workers
 from ._resume import Resumable
 from ._root import Dispatcher, run_static
-from ._start import check_setup, join, start
+from ._start import Unusable, check_setup, join, start
 from ._stop import Stop
 from ._trace import Tracer, clock_offsets
 from ._worker import Setup, serve_dynamic, serve_static
 
 log = logging.getLogger("ringmpi.farm")
+
+#: On the root: the farm_imap_unordered run last started on each
+#: communicator (by handle), until it is closed or dropped.
+_unfinished: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 
 class Farm(Resumable):
@@ -121,7 +126,7 @@ class Farm(Resumable):
         self.errors, self.schedule = check_options(
             comm, errors=errors, schedule=schedule, root=root, fault_tolerant=fault_tolerant,
             task_timeout=task_timeout, chunksize=chunksize, retries=retries, resume=resume,
-            grace=grace,
+            grace=grace, cores=cores,
         )  # fmt: skip
         if join_timeout is None:
             join_timeout = config.join_timeout()
@@ -170,7 +175,7 @@ class Farm(Resumable):
             FarmTimeout: On the root, when a task ran past ``task_timeout``.
         """
         task_list = self._task_list(tasks)
-        results: list[Any] = [None] * len(task_list or ())
+        results: list[Any] = [None] * (len(task_list) if isinstance(task_list, list) else 0)
         for index, value in self._run(task_list):
             results[index] = value
         return results if self._is_root else None
@@ -178,9 +183,14 @@ class Farm(Resumable):
     def imap_unordered(self, tasks: Iterable[Any] | None) -> Iterator[tuple[int, Any]]:
         """Yield ``(index, result)`` on the root as tasks complete; collective.
 
-        Other ranks serve tasks and yield nothing.
+        Other ranks serve tasks and yield nothing. Stop reading early, and the
+        rest is cancelled when the iterator is closed or dropped, or at the
+        latest when the next farm starts on the same communicator.
         """
-        yield from self._run(self._task_list(tasks))
+        run = self._run(self._task_list(tasks))
+        if self._is_root:
+            _unfinished[self.comm.py2f()] = run
+        return run
 
     # -- one run --------------------------------------------------------------
 
@@ -188,10 +198,20 @@ class Farm(Resumable):
     def _is_root(self) -> bool:
         return self.comm.Get_rank() == self.root
 
-    def _task_list(self, tasks: Iterable[Any] | None) -> list[Any] | None:
-        return list(tasks) if self._is_root and tasks is not None else None
+    def _task_list(self, tasks: Iterable[Any] | None) -> list[Any] | Unusable | None:
+        if not self._is_root or tasks is None:
+            return None
+        # A farm left half-read on this communicator holds the workers:
+        # finish it (cancel what it has not handed out) before this one.
+        earlier = _unfinished.pop(self.comm.py2f(), None)
+        if earlier is not None:
+            earlier.close()
+        try:
+            return list(tasks)
+        except TypeError:
+            return Unusable(f"the tasks must be iterable, not {type(tasks).__name__}")
 
-    def _run(self, tasks: list[Any] | None) -> Iterator[tuple[int, Any]]:
+    def _run(self, tasks: list[Any] | Unusable | None) -> Iterator[tuple[int, Any]]:
         from mpi4py import MPI
 
         begin = time.perf_counter()
@@ -212,6 +232,7 @@ class Farm(Resumable):
                     plan = _shared.Plan(self.shared)
                     problem = problem or plan.problem()
             trace = start(comm, self.root, problem, self.trace)
+            assert not isinstance(tasks, Unusable)  # start() raised
             offsets = clock_offsets(comm, self.root) if trace else None
             kept = self._open_journal(comm, tasks or [])
             stopping = self._stop.installed() if self._stop else _nothing()

@@ -23,6 +23,7 @@ def check_options(
     retries: Any,
     resume: Any,
     grace: Any,
+    cores: Any = None,
 ) -> tuple[Errors, Schedule]:
     """Raise ``FarmUsageError`` for a bad option; return the errors mode and schedule.
 
@@ -44,6 +45,8 @@ def check_options(
         raise FarmUsageError(f"task_timeout must be a positive number, not {task_timeout!r}")
     if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
         raise FarmUsageError(f"chunksize must be a whole number of at least 1, not {chunksize!r}")
+    if cores is not None and (not isinstance(cores, int) or cores < 1):
+        raise FarmUsageError(f"cores must be a whole number of at least 1, not {cores!r}")
     if retries < 0:
         raise FarmUsageError(f"retries must not be negative, not {retries}")
     if retries and not dynamic:

@@ -8,6 +8,7 @@ the sends not yet complete; the static schedule is :func:`run_static`.
 from __future__ import annotations
 
 import logging
+import pickle
 import queue
 import threading
 import time
@@ -148,12 +149,17 @@ class Dispatcher:
     def _send_chunk(self, rank: int, indices: list[int]):
         from mpi4py import MPI
 
+        shown = ", ".join(f"{i} ({short_repr(self.tasks[i], 40)})" for i in indices[:3])
         try:
             return _wire.isend(self.comm, self.payload(indices), rank, Tag.TASK)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise FarmSendError(
+                f"task(s) {shown} cannot be pickled to send to a worker: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
         except MPI.Exception as exc:
             if self.ft and _ft.is_loss(exc):
                 raise
-            shown = ", ".join(f"{i} ({short_repr(self.tasks[i], 40)})" for i in indices[:3])
             raise FarmSendError(
                 f"task(s) {shown} could not be sent to rank {rank}: {exc.Get_error_string()}"
             ) from None

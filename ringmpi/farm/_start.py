@@ -81,8 +81,17 @@ def _take(user, source: int, tag: int) -> bool:
     return True
 
 
+class Unusable:
+    """Tasks the root was given but cannot use, and why."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+
 def check_setup(fn: Any, setup: Any, tasks: Any) -> str | None:
     """Return why the root cannot start the farm, or None."""
+    if isinstance(tasks, Unusable):
+        return tasks.why
     if tasks is None:
         return "the root passed tasks=None: give the tasks on the root (others may pass None)"
     if not callable(fn):

@@ -4,7 +4,11 @@
 
 * ``root=7``, ``root=-1``, ``chunksize=0``, ``schedule=bogus``,
   ``errors=ignore``: that keyword passed to ``farm_map`` on every rank;
-* ``no-tasks``: the root passes ``tasks=None``;
+* ``no-tasks``: the root passes ``tasks=None``; ``not-iterable``: ``tasks=5``;
+* ``unpicklable-task``: a task that cannot be pickled (a lambda);
+* ``break-then-farm``: the root breaks out of ``farm_imap_unordered``
+  without closing it (the iterator stays referenced), then every rank calls
+  ``farm_map``; prints ``done: next farm gave [...]``;
 * ``lambda``, ``local``: a function that cannot be pickled;
 * ``only-root``: only the root calls the farm (the others return);
 * ``close-early``: the root stops reading ``farm_imap_unordered`` after two
@@ -44,6 +48,19 @@ def main(argv):
         farm_map(comm, square, tasks, **option)
     elif mode == "no-tasks":
         farm_map(comm, square, None)
+    elif mode == "not-iterable":
+        farm_map(comm, square, 5 if rank == 0 else None)
+    elif mode == "unpicklable-task":
+        farm_map(comm, square, [1, 2, lambda: 3, 4] if rank == 0 else None, chunksize=1)
+    elif mode == "break-then-farm":
+        # Left half-read without close(): the next farm must still start.
+        kept = farm_imap_unordered(comm, slow, range(40) if rank == 0 else None, chunksize=1)
+        for got, _ in enumerate(kept, 1):
+            if got == 2:
+                break
+        results = farm_map(comm, square, range(5) if rank == 0 else None)
+        if rank == 0:
+            print(f"done: next farm gave {results}", flush=True)
     elif mode == "lambda":
         farm_map(comm, lambda x: x, tasks)
     elif mode == "local":
