@@ -6,6 +6,7 @@ import re
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import IO
 
@@ -277,3 +278,51 @@ def test_time_limit_ends_the_job(slurm_cluster) -> None:
     assert not re.search(r"^done:", done.stdout, re.MULTILINE)
     for service in ["worker1", "worker2", "worker3"]:
         assert running_farm_ranks(slurm_cluster, service) == 0, f"ranks left on {service}"
+
+
+def test_time_limit_then_resume_in_a_second_sbatch(slurm_cluster) -> None:
+    """Past --time the journal keeps what arrived; a second sbatch with
+    --resume computes only the rest and completes."""
+    where = f"/cluster/resume-{uuid.uuid4().hex}"
+    made = slurm_cluster.exec("head", "install", "-d", "-o", "mpi", "-g", "mpi", where, user="root")
+    assert made.returncode == 0, made.stderr
+    journal = f"{where}/run.db"
+    # fib(34) 2100 times: some 550 s of CPU here, so the 1-minute job cannot
+    # finish on a machine several times faster; the rest then takes minutes.
+    tasks = ["34"] * 2100
+    farm = [FIBFARM, "--journal", journal, "--resume", "-q", *tasks]
+    try:
+        first = sbatch(slurm_cluster, "--time=1", *farm, timeout=400)
+        assert job_state(first.stderr)[0] == "TIMEOUT", first.stderr
+        assert not re.search(r"^done:", first.stdout, re.MULTILINE)
+        status = slurm_cluster.exec(
+            "head", "python", "-m", "ringmpi.fibfarm", "--journal", journal, "--status"
+        )
+        assert status.returncode == 0, status.stderr
+        kept = int(
+            re.search(
+                r"^done (\d+), failed 0, missing (\d+) of 2100", status.stdout, re.MULTILINE
+            ).group(1)
+        )
+        assert 0 < kept < 2100, status.stdout
+        second = sbatch(slurm_cluster, "--time=20", *farm, timeout=1500)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert job_state(second.stderr)[0] == "COMPLETED", second.stderr
+        assert len(results(second.stdout)) == 2100
+        assert all(value == fib_exact(34) for _, value in results(second.stdout))
+        status = slurm_cluster.exec(
+            "head", "python", "-m", "ringmpi.fibfarm", "--journal", journal, "--status"
+        )
+        match = re.search(
+            r"^done 2100, failed 0, missing 0 of 2100 tasks \((\d+) attempts\)",
+            status.stdout,
+            re.MULTILINE,
+        )
+        assert match, status.stdout
+        # Journaled attempts over both jobs: every task exactly once (what was
+        # in flight when the first job was stopped never arrived, and the
+        # second job ran only what the journal did not hold).
+        assert int(match.group(1)) == 2100, status.stdout
+        print(f"time limit then resume: first job kept {kept} of 2100, attempts {match.group(1)}")
+    finally:
+        slurm_cluster.exec("head", "rm", "-rf", where, user="root")
