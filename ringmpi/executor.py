@@ -162,14 +162,7 @@ class Service:
                     if empty and not d.busy():
                         break
                 d.compute_lost_share()
-                arrived = d._receive()
-                if d.helper_error is not None:
-                    raise RuntimeError("the root's compute thread failed") from d.helper_error
-                if not arrived:
-                    d.check_deadlines()
-                    continue
-                d.backoff.reset()
-                for outcomes in arrived:
+                for outcomes in d.take_in():
                     d.resolve(outcomes)
             d.close()
             d.drain()

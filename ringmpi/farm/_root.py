@@ -199,13 +199,7 @@ class Dispatcher:
                     run_chunk(prepare(self.setup), self.payload(indices), self.root, self.host)
                 )
                 self.stats.worker(self.root)
-            arrived = self._receive()
-            if self.helper_error is not None:
-                raise RuntimeError("the root's compute thread failed") from self.helper_error
-            if not arrived:
-                self.check_deadlines()
-                continue
-            self.backoff.reset()
+            arrived = self.take_in()
             for outcomes in arrived:
                 if self.retries:
                     outcomes = self._retry(outcomes)
@@ -244,6 +238,18 @@ class Dispatcher:
 
     def _workers_left(self) -> bool:
         return bool(self.in_flight or self.parked or self.spares or self._helping())
+
+    def take_in(self) -> list[list[Outcome]]:
+        """Take in what has arrived; check the root's thread, and the deadlines
+        when nothing came."""
+        arrived = self._receive()
+        if self.helper_error is not None:
+            raise RuntimeError("the root's compute thread failed") from self.helper_error
+        if arrived:
+            self.backoff.reset()
+        else:
+            self.check_deadlines()
+        return arrived
 
     def _receive(self) -> list[list[Outcome]]:
         """Take in what has arrived from the workers and the root's thread."""
