@@ -19,6 +19,8 @@ Tables:
 A live run holds an exclusive ``flock`` on ``PATH-lock``, released by the
 kernel however the process ends, so a second run cannot write into it while
 ``status`` can still read it.
+
+Making, syncing and closing the file: :mod:`ringmpi.journalfile`.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import pickle
 import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from . import journalfile
 from .errors import RingmpiError
 
 VERSION = 1
@@ -111,30 +114,7 @@ class Row:
     end: float | None
 
 
-@dataclass
-class Summary:
-    """What a journal holds, for ``status``."""
-
-    identity: Identity
-    done: int
-    failed: int
-    attempts: int
-    slowest: list[tuple[int, str, float, str]] = field(default_factory=list)
-    errors: list[tuple[int, str, str]] = field(default_factory=list)
-
-    @property
-    def missing(self) -> int:
-        return self.identity.tasks - self.done - self.failed
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=0.5)
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA journal_mode=WAL")
-    return db
-
-
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
@@ -150,7 +130,9 @@ class Journal:
         self.attempts: dict[int, int] = {}
         #: index -> final outcome found at open: (ok, value or TaskError)
         self.previous: dict[int, tuple[bool, Any]] = {}
-        self.done = 0
+        #: results the journal held at open
+        self.done_before = 0
+        self._writer: journalfile.Writer | None = None
 
     @classmethod
     def open(cls, path: str, identity: Identity, *, resume: bool, force: bool = False) -> Journal:
@@ -168,6 +150,7 @@ class Journal:
                 it, it is not a journal, or it belongs to another run.
         """
         path = os.fspath(path)
+        journalfile.wait_closed(path)
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise JournalError(f"cannot create the journal {path}: no folder {folder}")
@@ -198,21 +181,24 @@ class Journal:
     def _open_locked(
         cls, path: str, identity: Identity, lock: int, exists: bool, resume: bool, force: bool
     ) -> Journal:
+        syncing = None
         try:
-            db = _connect(path)
-            if not exists:  # one transaction, so one write
-                db.executescript(f"BEGIN; {_SCHEMA} COMMIT;")
-            else:
+            if not exists:
+                syncing = journalfile.create(path, _SCHEMA, _meta(identity))
+            db = journalfile.connect(path)
+            if exists:
                 db.executescript(_SCHEMA)
             stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as exc:
-            raise JournalError(f"{path} is not a usable journal: {_describe(exc)}") from None
+            raise JournalError(f"{path} is not a usable journal: {describe(exc)}") from None
+        except OSError as exc:
+            raise JournalError(f"cannot create the journal {path}: {exc.strerror}") from None
         try:
             if exists and not stored:
                 count = db.execute("SELECT count(*) FROM attempts").fetchone()[0]
                 if count:
                     raise JournalError(f"{path} is not a usable journal: it has no identity")
-            if stored:
+            if stored and exists:
                 if not resume:
                     done = db.execute(
                         "SELECT count(DISTINCT idx) FROM attempts WHERE ok"
@@ -232,22 +218,17 @@ class Journal:
                         f"{path} is the journal of another run: {old.describe()}, "
                         f"not {identity.describe()} (--force-resume to use it anyway)"
                     )
-            db.execute("BEGIN IMMEDIATE")
-            for key, value in (
-                ("version", str(VERSION)),
-                ("function", identity.function),
-                ("tasks", str(identity.tasks)),
-                ("tasks_sha256", identity.tasks_sha256),
-                ("options", identity.options),
-            ):
-                db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-            if force:
-                db.execute("DELETE FROM attempts WHERE idx >= ?", (identity.tasks,))
-            db.execute("COMMIT")
+            if exists:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", _meta(identity))
+                if force:
+                    db.execute("DELETE FROM attempts WHERE idx >= ?", (identity.tasks,))
+                db.execute("COMMIT")
             journal = cls(path, db, lock, identity)
             journal._load()
+            journal._writer = journalfile.Writer(path, db, lock, syncing)
         except sqlite3.Error as exc:
-            raise JournalError(f"{path} is not a usable journal: {_describe(exc)}") from None
+            raise JournalError(f"{path} is not a usable journal: {describe(exc)}") from None
         return journal
 
     def _load(self) -> None:
@@ -267,7 +248,17 @@ class Journal:
                     f"{type(exc).__name__}: {exc}"
                 ) from None
             self.previous[idx] = (bool(ok), value)
-        self.done = sum(1 for ok, _ in self.previous.values() if ok)
+        self.done_before = sum(1 for ok, _ in self.previous.values() if ok)
+
+    @property
+    def done(self) -> int:
+        """Results in the file: those held at open and those written since
+        (waits for the rows queued to be written)."""
+        if self._writer is None:
+            return self.done_before
+        with contextlib.suppress(Exception):
+            self._writer.flush()
+        return self.done_before + self._writer.committed_ok
 
     def next_attempt(self, idx: int) -> int:
         """Count one more attempt of task ``idx`` and return its number."""
@@ -276,8 +267,13 @@ class Journal:
         return attempt
 
     def record(self, rows: Iterable[Row]) -> None:
-        """Write the attempts in one transaction."""
+        """Queue the attempts for one transaction (see :class:`.journalfile.Writer`).
+
+        Raises:
+            JournalError: An earlier write failed.
+        """
         data = []
+        ok_count = 0
         for row in rows:
             ok = row.error is None
             payload = row.value if ok else row.error
@@ -290,62 +286,41 @@ class Journal:
                 (row.idx, row.attempt, int(ok), blob, summary, row.task,
                  row.rank, row.host, row.start, row.end)
             )  # fmt: skip
-            self.done += ok
-        # One transaction: all of the chunk is in the file, or none of it.
-        self.db.execute("BEGIN")
+            ok_count += ok
+        assert self._writer is not None
         try:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?)", data
-            )
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+            self._writer.put(data, ok_count)
+        except Exception as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {describe(exc)}") from None
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.db.close()
-        os.close(self._lock)
+        """Close the journal: the writer commits what is queued and closes
+        the file in its thread.
 
-
-def summarize(path: str, slowest: int = 5) -> Summary:
-    """Read what the journal at ``path`` holds; needs no lock and no MPI.
-
-    Raises:
-        JournalError: There is no journal there, or it cannot be read.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise JournalError(f"no journal at {path}")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        Raises:
+            JournalError: A write failed, so some rows are not in the file.
+        """
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
         try:
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            identity = Identity(
-                meta["function"],
-                int(meta["tasks"]),
-                meta["tasks_sha256"],
-                meta.get("options", "{}"),
-            )
-            finals = db.execute(
-                "SELECT idx, max(ok), count(*) FROM attempts GROUP BY idx"
-            ).fetchall()
-            done = sum(1 for _, ok, _ in finals if ok)
-            failed = len(finals) - done
-            attempts = sum(n for _, _, n in finals)
-            slow = db.execute(
-                'SELECT idx, task, "end" - start, rank || "@" || host FROM attempts '
-                'WHERE ok AND start IS NOT NULL ORDER BY "end" - start DESC LIMIT ?',
-                (slowest,),
-            ).fetchall()
-            errors = db.execute(
-                "SELECT idx, task, error FROM attempts a WHERE NOT ok AND attempt = "
-                "(SELECT max(attempt) FROM attempts b WHERE b.idx = a.idx) AND NOT EXISTS "
-                "(SELECT 1 FROM attempts c WHERE c.idx = a.idx AND c.ok) ORDER BY idx LIMIT ?",
-                (slowest,),
-            ).fetchall()
+            writer.flush()
+        except Exception as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {describe(exc)}") from None
         finally:
-            db.close()
-    except (sqlite3.Error, KeyError, ValueError) as exc:
-        raise JournalError(f"{path} is not a usable journal: {_describe(exc)}") from None
-    return Summary(identity, done, failed, attempts, slow, errors)
+            writer.close()
+
+
+def _meta(identity: Identity) -> list[tuple[str, str]]:
+    return [
+        ("version", str(VERSION)),
+        ("function", identity.function),
+        ("tasks", str(identity.tasks)),
+        ("tasks_sha256", identity.tasks_sha256),
+        ("options", identity.options),
+    ]
+
+
+from .journalstatus import Summary, summarize  # noqa: E402  (kept importable from here)
+
+__all__ = ["Identity", "Journal", "JournalError", "Row", "Summary", "summarize"]
