@@ -171,3 +171,25 @@ def test_unpicklable_shared_data_is_refused_on_every_rank(comm, collectively):
         data = {"f": lambda: 1} if comm.Get_rank() == 0 else None
         with pytest.raises(FarmUsageError, match="shared data cannot be sent"):
             farm_map(comm, _first_k, range(3), shared=data)
+
+
+def same_size_array(i):
+    return np.full(BIG // 8, i, dtype=np.int64)
+
+
+def test_results_kept_are_never_written_over_by_later_ones(comm, collectively):
+    # Receive buffers are reused once dropped: keep every other result, drop
+    # the rest, and every kept one must still hold its own value at the end.
+    kept = {}
+    with collectively:
+        from ringmpi.farm import farm_imap_unordered
+
+        tasks = range(12) if comm.Get_rank() == 0 else None
+        for index, value in farm_imap_unordered(comm, same_size_array, tasks, chunksize=1):
+            assert value[0] == index and value[-1] == index
+            if index % 2 == 0:
+                kept[index] = value
+            del value
+        if comm.Get_rank() == 0:
+            assert sorted(kept) == list(range(0, 12, 2))
+            assert all(int(v.min()) == int(v.max()) == i for i, v in kept.items())
