@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import statistics
 import tempfile
 import time
@@ -13,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import fib as fibmod
-from . import fibfarm, poll
+from . import poll
 from .bench_local import (  # noqa: F401 - the benchmark's pieces, importable from here
     C_SOURCE,
     LocalRunner,
@@ -24,6 +22,7 @@ from .bench_local import (  # noqa: F401 - the benchmark's pieces, importable fr
     noop,
     run_children,
 )
+from .bench_mpi import SPLIT_DEPTH, run_mpi_approach  # noqa: F401 - importable from here
 from .farm._plan import usable_cpus
 
 #: Approaches in the order they run and are shown.
@@ -66,8 +65,6 @@ DESCRIPTION = {
     "farm-trace": "ringmpi fibfarm, dynamic, with trace=True (one span per task)",
     "farm-journal": "ringmpi fibfarm, dynamic, every result journaled (a fresh SQLite journal)",
 }
-#: Levels of unfolding for ``farm-split``.
-SPLIT_DEPTH = 3
 
 WORKLOAD_NAMES = ("article", "uniform", "tiny", "empty")
 TINY_SEED = 20261125
@@ -163,57 +160,6 @@ def summarize(outcomes: dict[str, Outcome], ntasks: int) -> list[dict[str, Any]]
     return rows
 
 
-# --- the approaches on every rank ---------------------------------------------------
-
-
-def run_mpi_approach(comm, approach: str, tasks: list[int] | None):
-    """Run one MPI approach on every rank; collective.
-
-    Returns:
-        On rank 0 ``(results, wall, workers, root_cpu)`` in seconds; None elsewhere.
-    """
-    from mpi4py import MPI
-
-    rank = comm.Get_rank()
-    if approach == "futures":
-        from mpi4py.futures import MPICommExecutor
-
-        out = None
-        with MPICommExecutor(comm, root=0) as pool:
-            if pool is not None:
-                # mpi4py's stubs type the entered executor as MPICommExecutor;
-                # it is an MPIPoolExecutor.
-                executor: Any = pool
-                list(executor.map(noop, range(4 * comm.Get_size())))
-                assert tasks is not None
-                cpu, start = time.process_time(), MPI.Wtime()
-                results = list(executor.map(fibmod.fib, tasks))
-                wall, cpu = MPI.Wtime() - start, time.process_time() - cpu
-                out = (results, wall, max(1, comm.Get_size() - 1), cpu)
-        return out
-    journal = None
-    if approach == "farm-journal":
-        # Only the root's path is used; a fresh journal for every run.
-        folder = tempfile.mkdtemp(prefix="ringmpi-journal-") if rank == 0 else ""
-        journal = os.path.join(folder, "bench.db")
-    cpu, start = time.process_time(), MPI.Wtime()
-    done = fibfarm.run(
-        comm,
-        tasks if rank == 0 else None,
-        schedule="static" if approach == "farm-static" else "dynamic",
-        split=SPLIT_DEPTH if approach == "farm-split" else 0,
-        trace=approach == "farm-trace",
-        journal=journal,
-    )
-    wall, cpu = MPI.Wtime() - start, time.process_time() - cpu
-    if journal is not None and rank == 0:
-        shutil.rmtree(os.path.dirname(journal), ignore_errors=True)
-    if done is None:
-        return None
-    results, stats = done
-    return results, wall, len(stats.workers), cpu
-
-
 # --- the driver ---------------------------------------------------------------------
 
 
@@ -263,16 +209,7 @@ def run_benchmark(
         try:
             for name in names:
                 tasks = tasks_by_name[name]
-                expected = [fibmod.fib_exact(n) for n in tasks]
-                outcomes = {a: Outcome(a) for a in approaches}
-                for i in range(repeat):
-                    for approach in approaches:
-                        out = outcomes[approach]
-                        if out.skipped is not None:
-                            continue
-                        if log is not None and rank == 0:
-                            log(f"{name} {approach} run {i + 1}/{repeat}")
-                        _one_run(comm, approach, tasks, expected, out, local, p)
+                outcomes = _run_workload(comm, name, tasks, approaches, repeat, local, p, log)
                 if rank == 0:
                     report["workloads"][name] = {
                         "tasks": len(tasks),
@@ -284,6 +221,31 @@ def run_benchmark(
                 local.close()
     poll.barrier(comm)
     return report if rank == 0 else None
+
+
+def _run_workload(
+    comm,
+    name: str,
+    tasks: list[int],
+    approaches: Sequence[str],
+    repeat: int,
+    local: LocalRunner | None,
+    p: int,
+    log: Callable[[str], None] | None,
+) -> dict[str, Outcome]:
+    """Run every approach on one workload ``repeat`` times, in turn; collective."""
+    rank = comm.Get_rank()
+    expected = [fibmod.fib_exact(n) for n in tasks]
+    outcomes = {a: Outcome(a) for a in approaches}
+    for i in range(repeat):
+        for approach in approaches:
+            out = outcomes[approach]
+            if out.skipped is not None:
+                continue
+            if log is not None and rank == 0:
+                log(f"{name} {approach} run {i + 1}/{repeat}")
+            _one_run(comm, approach, tasks, expected, out, local, p)
+    return outcomes
 
 
 def _one_run(comm, approach, tasks, expected, out: Outcome, local, p) -> None:

@@ -216,24 +216,36 @@ def run_benchmark(
                 else:
                     correct[approach] &= value == expected
         if rank == 0:
-            rows = []
-            for approach in APPROACHES[name]:
-                row: dict[str, Any] = {"approach": approach}
-                if skipped[approach] is not None:
-                    row["skipped"] = skipped[approach]
-                else:
-                    best = min(walls[approach])
-                    row.update(
-                        wall_min=best,
-                        wall_median=statistics.median(walls[approach]),
-                        walls=walls[approach],
-                        per_task_us=best / (n if name != "emcee" else n * WALKERS) * 1e6,
-                        correct=correct[approach],
-                    )
-                rows.append(row)
+            rows = _summarize(name, n, walls, correct, skipped)
             report["workloads"][name] = {"n": n, "rows": rows}
     poll.barrier(comm)
     return report if rank == 0 else None
+
+
+def _summarize(
+    name: str,
+    n: int,
+    walls: dict[str, list[float]],
+    correct: dict[str, bool],
+    skipped: dict[str, str | None],
+) -> list[dict[str, Any]]:
+    """One row per approach of workload ``name``: min and median wall, time per task."""
+    rows = []
+    for approach in APPROACHES[name]:
+        row: dict[str, Any] = {"approach": approach}
+        if skipped[approach] is not None:
+            row["skipped"] = skipped[approach]
+        else:
+            best = min(walls[approach])
+            row.update(
+                wall_min=best,
+                wall_median=statistics.median(walls[approach]),
+                walls=walls[approach],
+                per_task_us=best / (n if name != "emcee" else n * WALKERS) * 1e6,
+                correct=correct[approach],
+            )
+        rows.append(row)
+    return rows
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:

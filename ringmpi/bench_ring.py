@@ -126,37 +126,8 @@ def run_benchmark(
         warmup = max(1, rounds // 10)
         if log is not None and rank == 0:
             log(f"size {nbytes} B, {rounds} rounds x {repeat}")
-        samples: dict[str, list[float]] = {
-            "ring": [],
-            "ring_pickle": [],
-            "ringtest": [],
-            "pingpong": [],
-            "pingpong_filled": [],
-        }
-        for _ in range(repeat):
-            t = time_ring(comm, nbytes, rounds, 1, warmup, pickled=False)
-            samples["ring"].append(comm.bcast(t.hop_us[0] if t else None, root=0))
-            t = time_ring(comm, nbytes, rounds, 1, warmup, pickled=True)
-            samples["ring_pickle"].append(comm.bcast(t.hop_us[0] if t else None, root=0))
-            samples["ringtest"].append(ringtest_hop(comm, nbytes, rounds, warmup))
-            samples["pingpong"].append(pingpong_oneway(comm, nbytes, rounds, warmup))
-            samples["pingpong_filled"].append(pingpong_filled_oneway(comm, nbytes, rounds, warmup))
-        row: dict[str, Any] = {"size": nbytes, "rounds": rounds}
-        for method, values in samples.items():
-            best, mean = _best_mean(values)
-            row[method] = {
-                "us_min": best,
-                "us_mean": mean,
-                "samples_us": values,
-                "bandwidth_MBps": nbytes / best,
-            }
-        row["hop_ratio_ringtest"] = row["ring"]["us_min"] / row["ringtest"]["us_min"]
-        row["pickle_ratio"] = row["ring_pickle"]["us_min"] / row["ring"]["us_min"]
-        row["bw_ratio_pingpong"] = row["ring"]["bandwidth_MBps"] / row["pingpong"]["bandwidth_MBps"]
-        row["bw_ratio_pingpong_filled"] = (
-            row["ring"]["bandwidth_MBps"] / row["pingpong_filled"]["bandwidth_MBps"]
-        )
-        rows.append(row)
+        samples = _samples(comm, nbytes, rounds, warmup, repeat)
+        rows.append(_row(nbytes, rounds, samples))
     if rank != 0:
         return None
     return {
@@ -166,6 +137,46 @@ def run_benchmark(
         "quick": quick,
         "rows": rows,
     }
+
+
+def _samples(comm, nbytes: int, rounds: int, warmup: int, repeat: int) -> dict[str, list[float]]:
+    """Time every method at one size ``repeat`` times, in turn; collective. µs per method."""
+    samples: dict[str, list[float]] = {
+        "ring": [],
+        "ring_pickle": [],
+        "ringtest": [],
+        "pingpong": [],
+        "pingpong_filled": [],
+    }
+    for _ in range(repeat):
+        t = time_ring(comm, nbytes, rounds, 1, warmup, pickled=False)
+        samples["ring"].append(comm.bcast(t.hop_us[0] if t else None, root=0))
+        t = time_ring(comm, nbytes, rounds, 1, warmup, pickled=True)
+        samples["ring_pickle"].append(comm.bcast(t.hop_us[0] if t else None, root=0))
+        samples["ringtest"].append(ringtest_hop(comm, nbytes, rounds, warmup))
+        samples["pingpong"].append(pingpong_oneway(comm, nbytes, rounds, warmup))
+        samples["pingpong_filled"].append(pingpong_filled_oneway(comm, nbytes, rounds, warmup))
+    return samples
+
+
+def _row(nbytes: int, rounds: int, samples: dict[str, list[float]]) -> dict[str, Any]:
+    """One size's row: best and mean time and bandwidth per method, and their ratios."""
+    row: dict[str, Any] = {"size": nbytes, "rounds": rounds}
+    for method, values in samples.items():
+        best, mean = _best_mean(values)
+        row[method] = {
+            "us_min": best,
+            "us_mean": mean,
+            "samples_us": values,
+            "bandwidth_MBps": nbytes / best,
+        }
+    row["hop_ratio_ringtest"] = row["ring"]["us_min"] / row["ringtest"]["us_min"]
+    row["pickle_ratio"] = row["ring_pickle"]["us_min"] / row["ring"]["us_min"]
+    row["bw_ratio_pingpong"] = row["ring"]["bandwidth_MBps"] / row["pingpong"]["bandwidth_MBps"]
+    row["bw_ratio_pingpong_filled"] = (
+        row["ring"]["bandwidth_MBps"] / row["pingpong_filled"]["bandwidth_MBps"]
+    )
+    return row
 
 
 def format_report(report: dict[str, Any], quiet: bool = False) -> str:
