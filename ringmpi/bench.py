@@ -1,4 +1,4 @@
-"""Benchmarks side by side: ``python -m ringmpi.bench fib``, ``ring`` and ``data``."""
+"""Benchmarks side by side: ``python -m ringmpi.bench fib``, ``ring``, ``pool`` and ``data``."""
 
 from __future__ import annotations
 

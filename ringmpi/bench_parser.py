@@ -53,7 +53,8 @@ def build_parser() -> ArgumentParser:
         prog=PROG,
         description="benchmarks side by side: every way to run the article's Fibonacci "
         "tasks in parallel (fib), ringmpi's ring beside mpi4py.bench (ring), and the "
-        "executor and pool beside mpi4py.futures, multiprocessing and schwimmbad (pool)",
+        "executor and pool beside mpi4py.futures, multiprocessing and schwimmbad (pool), "
+        "and large and shared data beside multiprocessing and mpi4py.futures (data)",
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{fib,ring,pool,data}")
@@ -63,7 +64,7 @@ def build_parser() -> ArgumentParser:
         "--repeat",
         type=int_arg(1),
         default=None,
-        help="timed runs of each (default 3 for fib, 5 for ring)",
+        help="timed runs of each (default 5 for ring, 3 for the others)",
     )
     common.add_argument(
         "--quick",

@@ -249,7 +249,7 @@ def _summarize(
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The targets of issue 13, from a report; ratios above 1: ours is faster."""
+    """The executor and pool targets, from a report; ratios above 1: ours is faster."""
     out = []
 
     def row(workload: str, approach: str) -> dict[str, Any] | None:

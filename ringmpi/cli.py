@@ -14,7 +14,7 @@ from . import __version__, mpilib
 PROGRAMS = (
     ("ringmpi-ring", "ringmpi.ring", "the rank/size ring, and a latency/bandwidth tool"),
     ("ringmpi-fibfarm", "ringmpi.fibfarm", "the slow recursive Fibonacci over a task farm"),
-    ("ringmpi-bench", "ringmpi.bench", "benchmarks side by side (fib, ring)"),
+    ("ringmpi-bench", "ringmpi.bench", "benchmarks side by side (fib, ring, pool, data)"),
 )
 
 
