@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable, NoReturn, TypeVar
+import os
+import sys
+from typing import Any, Callable, NoReturn, TypeVar
 
 from .errors import UsageError
 
@@ -28,6 +30,10 @@ class ArgumentParser(argparse.ArgumentParser):
     ``launch`` can report it once, from rank 0.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["prog"] = script_name(kwargs.get("prog"))
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -43,6 +49,16 @@ class ArgumentParser(argparse.ArgumentParser):
         # --version and the like print through here.
         if _rank() == 0:
             super()._print_message(message, file)
+
+
+def script_name(prog: str | None) -> str | None:
+    """Return ``prog`` (``python -m ringmpi.X``) as the user typed it: the
+    console script ``ringmpi-X`` when that is what runs."""
+    if prog is None or not prog.startswith("python -m ringmpi"):
+        return prog
+    module = prog.removeprefix("python -m ")
+    script = module.replace(".", "-")
+    return script if os.path.basename(sys.argv[0] or "") == script else prog
 
 
 def arg_type(parse: Callable[[str], T]) -> Callable[[str], T]:
@@ -80,6 +96,10 @@ def int_arg(low: int | None = None, high: int | None = None) -> Callable[[str], 
     return arg_type(integer)
 
 
+#: The shortest and the longest time limit one may ask for: a millisecond, a year.
+MIN_SECONDS, MAX_SECONDS = 1e-3, 365 * 86400.0
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -87,10 +107,14 @@ def _positive_float(text: str) -> float:
         raise ValueError(f"invalid number {text!r}") from None
     if not 0 < value < math.inf:
         raise ValueError(f"must be a positive finite number, not {text}")
+    if not MIN_SECONDS <= value <= MAX_SECONDS:
+        raise ValueError(
+            f"must be a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}, not {text}"
+        )
     return value
 
 
-#: An argparse ``type``: a finite number greater than 0.
+#: An argparse ``type``: seconds, from a millisecond to a year.
 positive_float = arg_type(_positive_float)
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__, mpilib
+from .args import script_name
 
 #: Each program: console script, ``python -m`` module, what it does.
 PROGRAMS = (
@@ -65,7 +66,7 @@ def describe() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ringmpi`` and ``ringmpi``: print what is there (never starts MPI)."""
     parser = argparse.ArgumentParser(
-        prog="python -m ringmpi",
+        prog=script_name("python -m ringmpi"),
         description="list ringmpi's programs and the MPI it would use",
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")

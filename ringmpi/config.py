@@ -23,6 +23,7 @@ INIT_TIMEOUT = "RINGMPI_INIT_TIMEOUT"
 MAX_WAIT = 7 * 86400.0
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
 
 
 def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -30,8 +31,17 @@ def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 
 
 def skip_launcher_check(environ: Mapping[str, str] | None = None) -> bool:
-    """Return whether the launcher check is switched off."""
-    return _env(environ).get(SKIP_LAUNCHER_CHECK, "").strip().lower() in _TRUE
+    """Return whether the launcher check is switched off.
+
+    Raises:
+        ValueError: The variable is set to something that is not yes or no.
+    """
+    value = _env(environ).get(SKIP_LAUNCHER_CHECK, "")
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise ValueError(f"{SKIP_LAUNCHER_CHECK} must be 1 or 0 (or yes/no, true/false), not {value!r}")
 
 
 def cores(environ: Mapping[str, str] | None = None) -> int | None:
@@ -113,6 +123,7 @@ def check(environ: Mapping[str, str] | None = None) -> None:
     Raises:
         ValueError: A variable holds a value it cannot take.
     """
+    skip_launcher_check(environ)
     cores(environ)
     poll_max_sleep(environ)
     init_timeout(environ)

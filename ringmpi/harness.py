@@ -104,6 +104,10 @@ def _abort(status: int) -> NoReturn:
     sys.stderr.flush()
     # Let the launcher forward what was just written before its own abort
     # report, so the error line comes first and whole.
+    if MPI.COMM_WORLD.Get_size() == 1:
+        # Nobody else to stop; and a singleton's Abort prints a help text
+        # that MPI looks for under its build prefix, missing from the wheels.
+        os._exit(status)
     time.sleep(0.2)
     MPI.COMM_WORLD.Abort(status)
     raise SystemExit(status)  # not reached
@@ -193,14 +197,14 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     logging.basicConfig(format=f"{rank_prefix()} %(levelname)s: %(message)s", level=logging.WARNING)
     try:
         try:
+            config.check()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
             check_launcher(size)
         except LauncherMismatch as exc:
             report_before_mpi(str(exc))
             return exc.exit_code
-        try:
-            config.check()
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
         status = main(argv)
         if degraded():
             _leave_without_finalize(status)

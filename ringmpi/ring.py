@@ -29,6 +29,9 @@ from .harness import (
 )
 
 PROG = "python -m ringmpi.ring"
+#: Most trips and samples one may ask for: a hundred million trips of one
+#: byte take minutes; more is a typo, not a measurement.
+MAX_ROUNDS, MAX_REPEAT = 10**8, 10**4
 
 
 def expected_message(size: int) -> str:
@@ -69,7 +72,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "-r",
         "--rounds",
-        type=int_arg(1),
+        type=int_arg(1, MAX_ROUNDS),
         default=None,
         help="timed trips around the ring (default 1 for the classic message, "
         "1000 with --size/--sweep)",
@@ -96,14 +99,14 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--repeat",
-        type=int_arg(1),
+        type=int_arg(1, MAX_REPEAT),
         default=5,
         metavar="N",
         help="timed samples per size (default 5)",
     )
     parser.add_argument(
         "--warmup",
-        type=int_arg(0),
+        type=int_arg(0, MAX_ROUNDS),
         default=None,
         metavar="N",
         help="untimed trips before timing (default rounds/10, at most 100)",

@@ -81,6 +81,33 @@ def test_check_launcher_skip_needs_a_true_value(value):
         check_launcher(1, {"PMI_SIZE": "2", "RINGMPI_SKIP_LAUNCHER_CHECK": value})
 
 
+@pytest.mark.parametrize("value", ["abc", "2", "-1", "tru"])
+def test_a_skip_value_that_is_not_yes_or_no_is_one_error_line(monkeypatch, capsys, value):
+    monkeypatch.setenv("RINGMPI_SKIP_LAUNCHER_CHECK", value)
+    assert launch(lambda argv: 0, []) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"error: RINGMPI_SKIP_LAUNCHER_CHECK must be 1 or 0 (or yes/no, true/false), not {value!r}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv0", "prog"),
+    [
+        ("/venv/bin/ringmpi-ring", "ringmpi-ring"),
+        ("/x/ringmpi/ring.py", "python -m ringmpi.ring"),
+        ("ringmpi-fibfarm", "python -m ringmpi.ring"),
+    ],
+)
+def test_the_program_is_named_as_it_was_started(monkeypatch, capsys, argv0, prog):
+    monkeypatch.setattr(sys, "argv", [argv0])
+    from ringmpi.ring import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--version"])
+    assert capsys.readouterr().out.startswith(f"{prog} ")
+
+
 def test_check_launcher_reads_os_environ(monkeypatch):
     monkeypatch.setenv("PMI_SIZE", "3")
     with pytest.raises(LauncherMismatch, match="PMI_SIZE=3"):
@@ -215,6 +242,8 @@ def test_launch_does_not_abort_a_one_rank_world(monkeypatch):
         (positive_float, "inf", "must be a positive finite number"),
         (positive_float, "nan", "must be a positive finite number"),
         (positive_float, "-1", "must be a positive finite number"),
+        (positive_float, "1e-300", "must be a number of seconds from 0.001 to 3.1536e"),
+        (positive_float, "1e300", "must be a number of seconds from 0.001 to 3.1536e"),
     ],
 )
 def test_argument_types_refuse(parse, text, message):

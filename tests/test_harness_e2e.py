@@ -131,3 +131,28 @@ def test_launcher_check_can_be_skipped():
             f"I am rank 0 of 1 on node {HOST}",
             'Processor 0 received message "P0" from rank 0',
         ], result.describe()
+
+
+WATCHED = """
+import sys, time
+from ringmpi.harness import launch, start_watchdog
+
+def main(argv):
+    watchdog = start_watchdog(0.2, "the test")
+    time.sleep(60)
+    watchdog.stop()
+    return 0
+
+sys.exit(launch(main))
+"""
+
+
+def test_a_watchdog_in_a_singleton_ends_it_with_one_line(tmp_path):
+    # No launcher: MPI's abort would print a help text it cannot find.
+    path = tmp_path / "watched.py"
+    path.write_text(WATCHED)
+    result = helper.run_python(str(path), timeout=30)
+    assert result.returncode == 124, result.describe()
+    assert result.stderr_lines == [
+        f"error: [0@{HOST}] the test did not finish within 0.2 s (--timeout)"
+    ], result.describe()

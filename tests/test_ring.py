@@ -133,14 +133,16 @@ def test_parser_options():
     ("argv", "match"),
     [
         (["--bogus"], "unrecognized arguments: --bogus"),
-        (["--rounds", "0"], "must be at least 1, not 0"),
-        (["--rounds", "-3"], "must be at least 1, not -3"),
+        (["--rounds", "0"], "must be between 1 and 100000000, not 0"),
+        (["--rounds", "-3"], "must be between 1 and 100000000, not -3"),
+        (["--rounds", "99999999999999999999"], "must be between 1 and 100000000, not 9999"),
         (["--rounds", "many"], "invalid integer 'many'"),
         (["--size", "0"], "at least 1 byte"),
         (["--size", "4Q"], "invalid size '4Q'"),
         (["--sweep", "4M:1K"], "MIN is larger than MAX"),
-        (["--repeat", "0"], "must be at least 1"),
-        (["--warmup", "-1"], "must not be negative"),
+        (["--repeat", "0"], "must be between 1 and 10000, not 0"),
+        (["--repeat", "100000"], "must be between 1 and 10000, not 100000"),
+        (["--warmup", "-1"], "must be between 0 and 100000000, not -1"),
     ],
 )
 def test_parser_errors_raise_usage_error(argv, match):
