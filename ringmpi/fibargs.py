@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Sequence
 
 from . import __version__, fibreport, trace
@@ -20,6 +21,9 @@ MAX_SECONDS = 3600.0
 #: Most tasks a run may have, after --split (even with --force): each costs
 #: the root memory and time to hand out.
 MAX_TASKS = 1_000_000
+#: Frames kept free below the recursion limit for the ones under the kernel:
+#: the farm's loop, the launcher, and a test runner's when run in-process.
+RECURSION_MARGIN = 100
 
 
 def _non_negative_float(text: str) -> float:
@@ -237,6 +241,7 @@ def checked_tasks(args) -> list[int]:
             raise UsageError(f"--{flag.replace('_', '-')} needs --journal PATH")
     if not args.force:
         _check_estimate(tasks)
+    _check_depth(tasks, args.split, args.baseline)
     if args.timeline and not trace.have_matplotlib():
         raise UsageError(f"--timeline needs matplotlib: {trace.PLOT_HINT}")
     return tasks
@@ -266,3 +271,31 @@ def _check_estimate(tasks: Sequence[int]) -> None:
             f"calls: these tasks would take about {cpu} of CPU time "
             f"(at {fibmod.CALLS_PER_SECOND:.1e} calls/s); pass --force to run them anyway"
         )
+
+
+def max_depth() -> int:
+    """Return how deep the recursive kernel may nest here: the recursion limit, less a margin."""
+    return sys.getrecursionlimit() - RECURSION_MARGIN
+
+
+def _check_depth(tasks: Sequence[int], split: int, baseline: bool) -> None:
+    """Refuse tasks whose recursion would pass Python's limit, ``--force`` or not.
+
+    The farm runs the sub-calls of a split, ``split`` levels shallower; the
+    sequential ``--baseline`` runs each ``fib(n)`` whole.
+    """
+    unfold = 0 if baseline else split
+    biggest = max(tasks)
+    deepest = fibmod.largest_split(biggest, unfold)
+    if fibmod.stack_depth(deepest) <= max_depth():
+        return
+    runs = f"fib({biggest})"
+    if deepest != biggest:
+        runs += f" with --split {split} runs fib({deepest}), which"
+    largest = f"{max_depth() + 1 + unfold}" + (f" with --split {split}" if unfold else "")
+    why = " (--baseline runs each fib(n) whole)" if baseline and split else ""
+    raise UsageError(
+        f"{runs} by naive recursion nests {fibmod.stack_depth(deepest)} calls deep, past "
+        f"Python's recursion limit ({sys.getrecursionlimit()}, less {RECURSION_MARGIN} for "
+        f"the frames under the kernel): the largest n that can run is {largest}{why}"
+    )

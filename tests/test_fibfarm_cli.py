@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import decimal
+import sys
 import time
 
 import pytest
 
 from ringmpi import fib as fibmod
-from ringmpi import fibfarm
+from ringmpi import fibargs, fibfarm
 from ringmpi.harness import UsageError
 
 
@@ -118,3 +119,49 @@ def test_report_says_1_rank_and_1_task(capsys):
     assert "# 1 task on 1 rank, 1 computing, dynamic" in out
     assert "on 1 computing rank\n" in out
     assert "verified 1 result against exact Fibonacci" in out
+
+
+def test_largest_split_is_the_largest_of_split():
+    for n in range(1, 30):
+        for depth in range(0, 12):
+            assert fibmod.largest_split(n, depth) == max(fibmod.split(n, depth)), (n, depth)
+
+
+#: The largest n whose recursion the kernel can run, unsplit.
+LARGEST = fibargs.max_depth() + 1
+#: What every refusal for depth says about Python's limit.
+LIMIT = f"Python's recursion limit ({sys.getrecursionlimit()}, less {fibargs.RECURSION_MARGIN}"
+
+
+def test_too_deep_a_recursion_is_refused_even_with_force(no_big_work):
+    message = refusal(["1500", "--force"])
+    assert message == (
+        f"fib(1500) by naive recursion nests 1499 calls deep, past {LIMIT} for the frames "
+        f"under the kernel): the largest n that can run is {LARGEST}"
+    )
+    # The estimate comes first: --force is what lets a run reach this check.
+    assert refusal(["1500"]).endswith("pass --force to run them anyway")
+
+
+def test_depth_is_judged_on_the_sub_calls_that_run(no_big_work):
+    message = refusal(["30", "1500", "--force", "--split", "3"])
+    assert message.startswith(
+        "fib(1500) with --split 3 runs fib(1497), which by naive recursion nests 1496 calls deep"
+    )
+    assert message.endswith(f"the largest n that can run is {LARGEST + 3} with --split 3")
+    # The sequential --baseline runs each fib(n) whole.
+    message = refusal(["1500", "--force", "--split", "3", "--baseline"])
+    assert message.startswith("fib(1500) by naive recursion nests 1499 calls deep")
+    assert message.endswith(f"is {LARGEST} (--baseline runs each fib(n) whole)")
+
+
+@pytest.mark.parametrize(
+    ("n", "extra"),
+    [(LARGEST, []), (LARGEST + 5, ["--split", "5"]), (LARGEST, ["--split", "5", "--baseline"])],
+)
+def test_the_largest_n_is_not_refused_and_one_more_is(n, extra):
+    args = fibfarm.build_parser().parse_args([str(n), "--force", *extra])
+    assert fibfarm.checked_tasks(args) == [n]
+    args = fibfarm.build_parser().parse_args([str(n + 1), "--force", *extra])
+    with pytest.raises(UsageError, match=rf"the largest n that can run is {n}\b"):
+        fibfarm.checked_tasks(args)
