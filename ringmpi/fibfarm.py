@@ -12,7 +12,7 @@ from . import fib as fibmod
 from . import fibreport
 from . import journal as journalmod
 from .errors import EXIT_FAILURE
-from .farm import Farm, FarmStats
+from .farm import Farm, FarmError, FarmStats, FarmTimeout
 from .fibargs import (  # noqa: F401 - re-exported: they were defined here
     DEFAULT_GRACE,
     DEFAULT_TASKS,
@@ -104,13 +104,25 @@ def run(
         retries=retries,
         grace=grace,
     )
-    values = farm.map(items)
+    values = _mapped(farm, items, tasks)
     if values is None or tasks is None or items is None:
         return None
     results = [0] * len(tasks)
     for (index, _), value in zip(items, values):
         results[index] += value
     return results, farm.stats
+
+
+def _mapped(
+    farm: Farm, items: list[tuple[int, int]] | None, tasks: Sequence[int] | None
+) -> list[int] | None:
+    """``farm.map(items)``, whose errors name each task ``fib(n)`` rather than its item."""
+    try:
+        return farm.map(items)
+    except (FarmError, FarmTimeout) as exc:
+        if items is None or tasks is None:
+            raise
+        raise fibreport.named(exc, items, tasks) from exc.__cause__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import decimal
+import re
 import sys
 import time
 
 import pytest
 
 from ringmpi import fib as fibmod
-from ringmpi import fibargs, fibfarm
+from ringmpi import fibargs, fibfarm, fibreport
+from ringmpi import journal as journalmod
+from ringmpi.farm import FarmError
 from ringmpi.harness import UsageError
 
 
@@ -165,3 +168,43 @@ def test_the_largest_n_is_not_refused_and_one_more_is(n, extra):
     args = fibfarm.build_parser().parse_args([str(n + 1), "--force", *extra])
     with pytest.raises(UsageError, match=rf"the largest n that can run is {n}\b"):
         fibfarm.checked_tasks(args)
+
+
+def failing_fib_of(item: tuple[int, int]) -> int:
+    if item[1] == 19:
+        raise ZeroDivisionError("nineteen")
+    return fibmod.fib(item[1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["20", "19", "18"], "task 1 (fib(19))"),
+        (["20", "--split", "1"], "task 0 (fib(19) of fib(20))"),
+    ],
+)
+def test_a_failed_task_is_named_as_the_user_knows_it(monkeypatch, argv, name):
+    monkeypatch.setattr(fibfarm, "fib_of", failing_fib_of)
+    with pytest.raises(FarmError) as caught:
+        fibfarm.main(argv)
+    assert re.fullmatch(
+        rf"{re.escape(name)} failed on rank 0@\S+: ZeroDivisionError: nineteen", str(caught.value)
+    )
+    # Still typed as the task's exception, with it as the cause.
+    assert isinstance(caught.value, ZeroDivisionError)
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+
+
+def test_status_names_fibfarm_tasks_as_fib_n():
+    def summary(function: str) -> journalmod.Summary:
+        identity = journalmod.Identity(function, 3, "0" * 64)
+        return journalmod.Summary(
+            identity, 1, 1, 2, [(2, "(1, 30)", 1.5, "1@node7")], [(0, "(0, 1497)", "Boom: no")]
+        )
+
+    text = fibreport.format_status("run.db", summary("ringmpi.fibfarm.fib_of"))
+    assert "failed: task 0 (fib(1497)): Boom: no" in text
+    assert text.splitlines()[3].endswith("1@node7              fib(30)")
+    # Another program's journal keeps its tasks as they were recorded.
+    text = fibreport.format_status("run.db", summary("tests.other.work"))
+    assert "failed: task 0 ((0, 1497)): Boom: no" in text
