@@ -61,6 +61,24 @@ def split(n: int, depth: int) -> list[int]:
     return sorted(level, reverse=True)
 
 
+def largest_split(n: int, depth: int) -> int:
+    """Return ``max(split(n, depth))`` without building the list.
+
+    The branch that always takes ``n - 1`` stays largest; it stops at the
+    base case ``n <= 2``.
+    """
+    return max(n - depth, min(n, 2))
+
+
+def stack_depth(n: int) -> int:
+    """Return how many calls of ``fib`` are nested at the deepest point of ``fib(n)``.
+
+    ``fib(n)`` calls ``fib(n-1)``, and so on down to ``fib(2)``: ``n - 1``
+    nested calls, one frame each.
+    """
+    return max(n - 1, 1)
+
+
 #: log10 of the golden ratio, and of sqrt(5), for Binet's formula.
 _LOG10_PHI = math.log10((1 + math.sqrt(5)) / 2)
 _LOG10_SQRT5 = math.log10(5) / 2

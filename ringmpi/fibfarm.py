@@ -4,225 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 
-from . import __version__, fibreport, trace
 from . import fib as fibmod
+from . import fibreport
 from . import journal as journalmod
 from .errors import EXIT_FAILURE
-from .farm import Farm, FarmStats
-from .harness import (
-    ArgumentParser,
-    RingmpiError,
-    UsageError,
-    arg_type,
-    int_arg,
-    launch,
-    plural,
-    positive_float,
-    print_result,
-    start_watchdog,
+from .farm import Farm, FarmError, FarmStats, FarmTimeout
+from .fibargs import (  # noqa: F401 - re-exported: they were defined here
+    DEFAULT_GRACE,
+    DEFAULT_TASKS,
+    MAX_SECONDS,
+    MAX_TASKS,
+    PROG,
+    build_parser,
+    checked_tasks,
+    non_negative_float,
+    parse_tasks,
 )
+from .harness import RingmpiError, UsageError, launch, print_result, start_watchdog
 from .progress import ProgressBar
-
-PROG = "python -m ringmpi.fibfarm"
-DEFAULT_TASKS = [38, 37, 36, 35, 34, 33]
-#: Seconds a stopped run waits for the tasks in flight.
-DEFAULT_GRACE = 5.0
-#: Estimated single-core time above which a run needs --force.
-MAX_SECONDS = 3600.0
-#: Most tasks a run may have, after --split (even with --force): each costs
-#: the root memory and time to hand out.
-MAX_TASKS = 1_000_000
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"invalid number {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"must be a finite number, 0 or more, not {text}")
-    return value
-
-
-non_negative_float = arg_type(_non_negative_float)
-
-_RANGE_RE = re.compile(r"^\s*(-?\d+)\s*-\s*(-?\d+)\s*$")
 
 
 class VerifyError(RingmpiError):
     """A result differs from the exact Fibonacci number."""
-
-
-def parse_tasks(words: Sequence[str]) -> list[int]:
-    """Parse numbers and ranges (``30-35`` or ``38-33``, ends included).
-
-    Raises:
-        ValueError: A word is not a positive integer or a range of them, or
-            the list is empty.
-    """
-    tasks: list[int] = []
-    for word in words:
-        parts = word.replace(",", " ").split()
-        if not parts:
-            raise ValueError(
-                "empty task: give positive integers such as 38 or ranges such as 30-35"
-            )
-        for part in parts:
-            tasks += _parse_word(part, MAX_TASKS - len(tasks))
-    if not tasks:
-        raise ValueError("no tasks given")
-    return tasks
-
-
-def _parse_word(word: str, room: int) -> list[int]:
-    match = _RANGE_RE.match(word)
-    if match and not word.strip().startswith("-"):
-        lo, hi = int(match.group(1)), int(match.group(2))
-        if min(lo, hi) < 1:
-            raise ValueError(f"invalid range {word!r}: n must be at least 1")
-        if abs(hi - lo) + 1 > room:
-            raise ValueError(
-                f"range {word!r} makes {abs(hi - lo) + 1} tasks: a run may have at most {MAX_TASKS}"
-            )
-        step = 1 if hi >= lo else -1
-        return list(range(lo, hi + step, step))
-    try:
-        n = int(word)
-    except ValueError:
-        raise ValueError(
-            f"invalid task {word!r}: give positive integers such as 38 or ranges such as 30-35"
-        ) from None
-    if n < 1:
-        raise ValueError(f"invalid task {word!r}: n must be at least 1")
-    return [n]
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=PROG,
-        description="compute the slow recursive Fibonacci of each task over MPI ranks",
-    )
-    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "tasks",
-        nargs="*",
-        help="numbers and ranges such as 38 37 or 38-33 (default 38-33)",
-    )
-    parser.add_argument(
-        "--schedule",
-        choices=["dynamic", "static"],
-        default="dynamic",
-        help="workers pull tasks (dynamic, default) or get balanced shares up front (static)",
-    )
-    parser.add_argument(
-        "--split",
-        type=int_arg(0, 30),
-        default=0,
-        metavar="D",
-        help="unfold each fib(n) D levels into up to 2^D sub-calls (same work, smaller pieces)",
-    )
-    parser.add_argument(
-        "--chunksize", type=int_arg(1), default=None, metavar="N", help="tasks per chunk"
-    )
-    parser.add_argument(
-        "--baseline", action="store_true", help="also time a sequential run and show the speed-up"
-    )
-    parser.add_argument(
-        "--verify", action="store_true", help="check every result against exact Fibonacci"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=None,
-        metavar="SECONDS",
-        help="abort the run after SECONDS",
-    )
-    parser.add_argument(
-        "--task-timeout",
-        type=positive_float,
-        default=None,
-        metavar="SECONDS",
-        help="abort when one task runs longer than this",
-    )
-    parser.add_argument(
-        "--fault-tolerant",
-        action="store_true",
-        help="survive lost workers (needs 'mpiexec --with-ft ulfm')",
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="run even when the estimate is over an hour"
-    )
-    _add_journal_options(parser.add_argument_group("journal (keep every result; resume)"))
-    parser.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
-    parser.add_argument(
-        "--trace",
-        metavar="FILE.json",
-        help="write one span per task in Chrome Trace Event format (Perfetto, chrome://tracing)",
-    )
-    parser.add_argument(
-        "--timeline",
-        metavar="FILE.png",
-        help="draw the run as a Gantt chart, a row per rank (needs matplotlib)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="write the results to FILE instead of stdout (a write error is then an error)",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only the results")
-    return parser
-
-
-def _add_journal_options(parser) -> None:
-    parser.add_argument(
-        "--journal",
-        metavar="PATH",
-        default=None,
-        help="record every result in this SQLite journal as it arrives",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --journal: skip the tasks it holds a result for",
-    )
-    parser.add_argument(
-        "--resume-failed",
-        action="store_true",
-        help="like --resume, and run again the tasks whose journal entry is an error",
-    )
-    parser.add_argument(
-        "--force-resume",
-        action="store_true",
-        help="resume even a journal of another task list",
-    )
-    parser.add_argument(
-        "--status",
-        action="store_true",
-        help="print what --journal holds (done, failed, missing, slowest) and exit; no MPI",
-    )
-    parser.add_argument(
-        "--retries",
-        type=int_arg(0),
-        default=0,
-        metavar="K",
-        help="run a task that raised again, up to K times (dynamic schedule)",
-    )
-    parser.add_argument(
-        "--grace",
-        type=non_negative_float,
-        default=DEFAULT_GRACE,
-        metavar="S",
-        help="on SIGTERM/SIGINT/SIGUSR1, wait up to S seconds for tasks in flight "
-        f"(default {DEFAULT_GRACE:g})",
-    )
 
 
 def subtasks(tasks: Sequence[int], depth: int) -> list[tuple[int, int]]:
@@ -297,7 +104,7 @@ def run(
         retries=retries,
         grace=grace,
     )
-    values = farm.map(items)
+    values = _mapped(farm, items, tasks)
     if values is None or tasks is None or items is None:
         return None
     results = [0] * len(tasks)
@@ -306,51 +113,16 @@ def run(
     return results, farm.stats
 
 
-def checked_tasks(args) -> list[int]:
-    """Return the tasks the arguments ask for, or raise ``UsageError`` at once.
-
-    Every check is instant whatever the numbers: a run too large is refused
-    from estimates, without building its tasks.
-    """
+def _mapped(
+    farm: Farm, items: list[tuple[int, int]] | None, tasks: Sequence[int] | None
+) -> list[int] | None:
+    """``farm.map(items)``, whose errors name each task ``fib(n)`` rather than its item."""
     try:
-        tasks = parse_tasks(args.tasks) if args.tasks else list(DEFAULT_TASKS)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.fault_tolerant and args.schedule != "dynamic":
-        raise UsageError("--fault-tolerant needs the dynamic schedule")
-    if args.task_timeout is not None and args.schedule != "dynamic":
-        raise UsageError(
-            "--task-timeout needs the dynamic schedule (a static share is not watched task by task)"
-        )
-    if args.split:
-        count = 0
-        for n in tasks:  # stops at the bound: never builds the sub-tasks
-            count += fibmod.split_count(n, args.split)
-            if count > MAX_TASKS:
-                total = sum(fibmod.split_count(n, args.split) for n in tasks)
-                raise UsageError(
-                    f"--split {args.split} makes {total} sub-tasks of "
-                    f"{plural(len(tasks), 'task')}: a run may have at most {MAX_TASKS}; "
-                    "give a smaller --split"
-                )
-    if args.retries and args.schedule != "dynamic":
-        raise UsageError("--retries needs the dynamic schedule")
-    for flag in ("resume", "resume_failed", "force_resume"):
-        if getattr(args, flag) and args.journal is None:
-            raise UsageError(f"--{flag.replace('_', '-')} needs --journal PATH")
-    log_estimate = fibmod.log10_estimate_seconds(tasks)
-    if log_estimate > math.log10(MAX_SECONDS) and not args.force:
-        biggest = max(tasks)
-        calls = fibreport.power(fibmod.log10_calls(biggest))
-        cpu = fibreport.log_duration(log_estimate)
-        raise UsageError(
-            f"fib({biggest}) by naive recursion makes {calls} "
-            f"calls: these tasks would take about {cpu} of CPU time "
-            f"(at {fibmod.CALLS_PER_SECOND:.1e} calls/s); pass --force to run them anyway"
-        )
-    if args.timeline and not trace.have_matplotlib():
-        raise UsageError(f"--timeline needs matplotlib: {trace.PLOT_HINT}")
-    return tasks
+        return farm.map(items)
+    except (FarmError, FarmTimeout) as exc:
+        if items is None or tasks is None:
+            raise
+        raise fibreport.named(exc, items, tasks) from exc.__cause__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -389,20 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results, stats = outcome
     if len(results) != len(tasks):
         raise RingmpiError(f"only {len(results)} of {len(tasks)} results came back")
-    if args.verify:
-        wrong = [(n, v) for n, v in zip(tasks, results) if v != fibmod.fib_exact(n)]
-        if wrong:
-            n, v = wrong[0]
-            raise VerifyError(
-                f"{len(wrong)} wrong result(s): fib({n}) = {v}, expected {fibmod.fib_exact(n)}"
-            )
-    baseline = None
-    if args.baseline:
-        start = time.perf_counter()
-        sequential = [fibmod.fib(n) for n in tasks]
-        baseline = time.perf_counter() - start
-        if sequential != results:
-            raise VerifyError("the sequential run and the farm disagree")
+    baseline = checked_results(tasks, results, verify=args.verify, baseline=args.baseline)
     if args.trace or args.timeline:
         fibreport.write_pictures(args, tasks, stats)
     if args.timeout is not None:
@@ -411,6 +170,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         fibreport.report(tasks, results, stats, baseline, comm.Get_size(), args), args.output
     )
     return 0
+
+
+def checked_results(
+    tasks: Sequence[int], results: Sequence[int], *, verify: bool, baseline: bool
+) -> float | None:
+    """Check the results as ``--verify`` and ``--baseline`` ask.
+
+    Returns:
+        The seconds of the sequential run, or None without ``baseline``.
+
+    Raises:
+        VerifyError: A result is wrong, or the sequential run disagrees.
+    """
+    if verify:
+        wrong = [(n, v) for n, v in zip(tasks, results) if v != fibmod.fib_exact(n)]
+        if wrong:
+            n, v = wrong[0]
+            raise VerifyError(
+                f"{len(wrong)} wrong result(s): fib({n}) = {v}, expected {fibmod.fib_exact(n)}"
+            )
+    if not baseline:
+        return None
+    start = time.perf_counter()
+    sequential = [fibmod.fib(n) for n in tasks]
+    seconds = time.perf_counter() - start
+    if sequential != list(results):
+        raise VerifyError("the sequential run and the farm disagree")
+    return seconds
 
 
 def status(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,12 @@ from . import journal as journalmod
 from . import trace
 from .args import plural
 from .errors import RingmpiError
-from .farm import FarmStats
+from .farm import FarmError, FarmStats, FarmTimeout, TaskError
+
+#: The journal's name for fibfarm's farm function.
+FIB_OF = f"{__package__}.fibfarm.fib_of"
+#: A farm item ``(task_index, m)`` as the farm library shows it: ``repr``.
+_ITEM_RE = re.compile(r"\((\d+), (\d+)\)")
 
 
 def duration(seconds: float) -> str:
@@ -126,6 +132,38 @@ def lost_tasks(requeued: list[int], args, tasks) -> list[int]:
     return sorted({items[i][0] for i in requeued})
 
 
+def item_name(item: tuple[int, int], tasks: Sequence[int]) -> str:
+    """Name a farm item as the user knows it: ``fib(40)``, or ``fib(37) of fib(40)``
+    for a sub-call of a split."""
+    task, m = item
+    return f"fib({m})" if m == tasks[task] else f"fib({m}) of fib({tasks[task]})"
+
+
+def named(
+    exc: FarmError | FarmTimeout, items: Sequence[tuple[int, int]], tasks: Sequence[int]
+) -> FarmError | FarmTimeout:
+    """Return ``exc`` again with its tasks named ``fib(n)`` instead of as farm items."""
+    if isinstance(exc, FarmTimeout):
+        # The farm only gives the text: "... task(s) 3 ((3, 40)), 4 ((4, 39)) for ..."
+        def shown(match: re.Match[str]) -> str:
+            return f"{match[1]} ({item_name(items[int(match[1])], tasks)})"
+
+        return FarmTimeout(re.sub(rf"(\d+) \({_ITEM_RE.pattern}\)", shown, str(exc)))
+    errors = []
+    for error in exc.errors:
+        renamed = TaskError(
+            error.index,
+            item_name(items[error.index], tasks),
+            error.rank,
+            error.host,
+            error.summary,
+            error.remote_traceback,
+        )
+        renamed.exception = error.exception
+        errors.append(renamed)
+    return FarmError.of(errors)
+
+
 def format_status(path: str, summary: journalmod.Summary) -> str:
     """The text of ``--status``."""
     lines = [
@@ -133,10 +171,16 @@ def format_status(path: str, summary: journalmod.Summary) -> str:
         f"done {summary.done}, failed {summary.failed}, missing {summary.missing} "
         f"of {summary.identity.tasks} tasks ({summary.attempts} attempts)",
     ]
+
+    def name(task: str) -> str:
+        # fibfarm's journal holds each item's repr; the tasks themselves are not kept.
+        match = _ITEM_RE.fullmatch(task)
+        return f"fib({match[2]})" if match and summary.identity.function == FIB_OF else task
+
     if summary.slowest:
         lines.append(f"# slowest {'index':>6} {'seconds':>9} {'rank@host':<20} task")
         for idx, task, seconds, where in summary.slowest:
-            lines.append(f"  {'':7} {idx:>6} {seconds:>9.3f} {where or '?':<20} {task}")
+            lines.append(f"  {'':7} {idx:>6} {seconds:>9.3f} {where or '?':<20} {name(task)}")
     for idx, task, error in summary.errors:
-        lines.append(f"failed: task {idx} ({task}): {error}")
+        lines.append(f"failed: task {idx} ({name(task)}): {error}")
     return "\n".join(lines)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import decimal
+import re
+import sys
 import time
 
 import pytest
 
 from ringmpi import fib as fibmod
-from ringmpi import fibfarm
+from ringmpi import fibargs, fibfarm, fibreport
+from ringmpi import journal as journalmod
+from ringmpi.farm import FarmError
 from ringmpi.harness import UsageError
 
 
@@ -118,3 +122,89 @@ def test_report_says_1_rank_and_1_task(capsys):
     assert "# 1 task on 1 rank, 1 computing, dynamic" in out
     assert "on 1 computing rank\n" in out
     assert "verified 1 result against exact Fibonacci" in out
+
+
+def test_largest_split_is_the_largest_of_split():
+    for n in range(1, 30):
+        for depth in range(0, 12):
+            assert fibmod.largest_split(n, depth) == max(fibmod.split(n, depth)), (n, depth)
+
+
+#: The largest n whose recursion the kernel can run, unsplit.
+LARGEST = fibargs.max_depth() + 1
+#: What every refusal for depth says about Python's limit.
+LIMIT = f"Python's recursion limit ({sys.getrecursionlimit()}, less {fibargs.RECURSION_MARGIN}"
+
+
+def test_too_deep_a_recursion_is_refused_even_with_force(no_big_work):
+    message = refusal(["1500", "--force"])
+    assert message == (
+        f"fib(1500) by naive recursion nests 1499 calls deep, past {LIMIT} for the frames "
+        f"under the kernel): the largest n that can run is {LARGEST}"
+    )
+    # The estimate comes first: --force is what lets a run reach this check.
+    assert refusal(["1500"]).endswith("pass --force to run them anyway")
+
+
+def test_depth_is_judged_on_the_sub_calls_that_run(no_big_work):
+    message = refusal(["30", "1500", "--force", "--split", "3"])
+    assert message.startswith(
+        "fib(1500) with --split 3 runs fib(1497), which by naive recursion nests 1496 calls deep"
+    )
+    assert message.endswith(f"the largest n that can run is {LARGEST + 3} with --split 3")
+    # The sequential --baseline runs each fib(n) whole.
+    message = refusal(["1500", "--force", "--split", "3", "--baseline"])
+    assert message.startswith("fib(1500) by naive recursion nests 1499 calls deep")
+    assert message.endswith(f"is {LARGEST} (--baseline runs each fib(n) whole)")
+
+
+@pytest.mark.parametrize(
+    ("n", "extra"),
+    [(LARGEST, []), (LARGEST + 5, ["--split", "5"]), (LARGEST, ["--split", "5", "--baseline"])],
+)
+def test_the_largest_n_is_not_refused_and_one_more_is(n, extra):
+    args = fibfarm.build_parser().parse_args([str(n), "--force", *extra])
+    assert fibfarm.checked_tasks(args) == [n]
+    args = fibfarm.build_parser().parse_args([str(n + 1), "--force", *extra])
+    with pytest.raises(UsageError, match=rf"the largest n that can run is {n}\b"):
+        fibfarm.checked_tasks(args)
+
+
+def failing_fib_of(item: tuple[int, int]) -> int:
+    if item[1] == 19:
+        raise ZeroDivisionError("nineteen")
+    return fibmod.fib(item[1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["20", "19", "18"], "task 1 (fib(19))"),
+        (["20", "--split", "1"], "task 0 (fib(19) of fib(20))"),
+    ],
+)
+def test_a_failed_task_is_named_as_the_user_knows_it(monkeypatch, argv, name):
+    monkeypatch.setattr(fibfarm, "fib_of", failing_fib_of)
+    with pytest.raises(FarmError) as caught:
+        fibfarm.main(argv)
+    assert re.fullmatch(
+        rf"{re.escape(name)} failed on rank 0@\S+: ZeroDivisionError: nineteen", str(caught.value)
+    )
+    # Still typed as the task's exception, with it as the cause.
+    assert isinstance(caught.value, ZeroDivisionError)
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+
+
+def test_status_names_fibfarm_tasks_as_fib_n():
+    def summary(function: str) -> journalmod.Summary:
+        identity = journalmod.Identity(function, 3, "0" * 64)
+        return journalmod.Summary(
+            identity, 1, 1, 2, [(2, "(1, 30)", 1.5, "1@node7")], [(0, "(0, 1497)", "Boom: no")]
+        )
+
+    text = fibreport.format_status("run.db", summary("ringmpi.fibfarm.fib_of"))
+    assert "failed: task 0 (fib(1497)): Boom: no" in text
+    assert text.splitlines()[3].endswith("1@node7              fib(30)")
+    # Another program's journal keeps its tasks as they were recorded.
+    text = fibreport.format_status("run.db", summary("tests.other.work"))
+    assert "failed: task 0 ((0, 1497)): Boom: no" in text

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from trace_check import check_chrome_trace
 
 from ringmpi.fib import fib_exact
+from ringmpi.fibargs import max_depth
 from ringmpi.fibfarm import subtasks
 from ringmpi.harness import UsageError
 
@@ -111,3 +113,39 @@ def test_timeline_without_matplotlib_is_refused_before_any_work(monkeypatch, cap
     monkeypatch.setattr(trace, "have_matplotlib", lambda: False)
     with pytest.raises(UsageError, match=r"--timeline needs matplotlib: pip install"):
         fibfarm.main(["30", "--timeline", "x.png"])
+
+
+#: fibfarm whose tasks hold until HOLD_DIR/release exists (see the program).
+HELD = str(Path(__file__).parent / "programs" / "held_fibfarm.py")
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_too_deep_a_recursion_is_refused_before_any_work(mpirun, n):
+    result = mpirun(n, "-m", "ringmpi.fibfarm", "1500", "--force", timeout=60).check(2)
+    assert len(result.error_lines) == 1, result.describe()
+    assert result.error_lines[0].startswith(
+        "error: fib(1500) by naive recursion nests 1499 calls deep, past Python's recursion limit"
+    ), result.describe()
+    assert "RecursionError" not in result.stderr and not result_lines(result)
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_the_largest_n_that_can_run_recurses_without_error(mpirun, schedule):
+    # It never finishes: the deepest nesting comes within the first calls,
+    # so a --timeout that ends it shows that no task failed before.
+    n = str(max_depth() + 1)
+    result = mpirun(
+        2, "-m", "ringmpi.fibfarm", n, n, "--force", "--schedule", schedule, "--timeout", "3"
+    )
+    assert "fibfarm did not finish within 3 s" in result.stderr, result.describe()
+    assert "RecursionError" not in result.stderr and "failed" not in result.stderr
+
+
+def test_a_task_past_its_time_limit_is_named_as_the_user_knows_it(mpirun, tmp_path):
+    result = mpirun(2, HELD, str(tmp_path), "20", "--split", "1", "--task-timeout", "1", timeout=60)
+    assert re.search(
+        r"^error: rank \d@\S+ has run task\(s\) [01] \(fib\(1[89]\) of fib\(20\)\)[ ,]",
+        result.stderr,
+        re.MULTILINE,
+    ), result.describe()
+    assert "((" not in result.stderr
