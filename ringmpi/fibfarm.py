@@ -9,8 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import fib as fibmod
-from . import fibreport
-from . import journal as journalmod
+from . import fibreport, journalstatus
 from .errors import EXIT_FAILURE
 from .farm import Farm, FarmError, FarmStats, FarmTimeout
 from .fibargs import (  # noqa: F401 - re-exported: they were defined here
@@ -205,7 +204,7 @@ def status(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.journal is None:
         raise UsageError("--status needs --journal PATH")
-    summary = journalmod.summarize(args.journal)
+    summary = journalstatus.summarize(args.journal)
     print(fibreport.format_status(args.journal, summary), flush=True)
     return 0
 

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import fib as fibmod
-from . import journal as journalmod
-from . import trace
+from . import journalstatus, trace
 from .args import plural
 from .errors import RingmpiError
 from .farm import FarmError, FarmStats, FarmTimeout, TaskError
@@ -164,7 +163,7 @@ def named(
     return FarmError.of(errors)
 
 
-def format_status(path: str, summary: journalmod.Summary) -> str:
+def format_status(path: str, summary: journalstatus.Summary) -> str:
     """The text of ``--status``."""
     lines = [
         f"# journal {path}: {summary.identity.describe()}",

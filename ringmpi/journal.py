@@ -319,8 +319,3 @@ def _meta(identity: Identity) -> list[tuple[str, str]]:
         ("tasks_sha256", identity.tasks_sha256),
         ("options", identity.options),
     ]
-
-
-from .journalstatus import Summary, summarize  # noqa: E402  (kept importable from here)
-
-__all__ = ["Identity", "Journal", "JournalError", "Row", "Summary", "summarize"]

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from ringmpi import fib as fibmod
-from ringmpi import fibargs, fibfarm, fibreport
+from ringmpi import fibargs, fibfarm, fibreport, journalstatus
 from ringmpi import journal as journalmod
 from ringmpi.farm import FarmError
 from ringmpi.harness import UsageError
@@ -196,9 +196,9 @@ def test_a_failed_task_is_named_as_the_user_knows_it(monkeypatch, argv, name):
 
 
 def test_status_names_fibfarm_tasks_as_fib_n():
-    def summary(function: str) -> journalmod.Summary:
+    def summary(function: str) -> journalstatus.Summary:
         identity = journalmod.Identity(function, 3, "0" * 64)
-        return journalmod.Summary(
+        return journalstatus.Summary(
             identity, 1, 1, 2, [(2, "(1, 30)", 1.5, "1@node7")], [(0, "(0, 1497)", "Boom: no")]
         )
 

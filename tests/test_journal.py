@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 from ringmpi import journalfile
-from ringmpi.journal import Identity, Journal, JournalError, Row, summarize
+from ringmpi.journal import Identity, Journal, JournalError, Row
+from ringmpi.journalstatus import summarize
 
 
 def square(x):
