@@ -239,9 +239,10 @@ def checked_tasks(args) -> list[int]:
     for flag in ("resume", "resume_failed", "force_resume"):
         if getattr(args, flag) and args.journal is None:
             raise UsageError(f"--{flag.replace('_', '-')} needs --journal PATH")
+    # What cannot run at all first; --force overrides only the estimate.
+    _check_depth(tasks, args.split, args.baseline)
     if not args.force:
         _check_estimate(tasks)
-    _check_depth(tasks, args.split, args.baseline)
     if args.timeline and not trace.have_matplotlib():
         raise UsageError(f"--timeline needs matplotlib: {trace.PLOT_HINT}")
     return tasks
