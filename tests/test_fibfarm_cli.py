@@ -59,9 +59,17 @@ def refusal(argv: list[str]) -> str:
 EXACT_CALLS = {n: fibmod.calls(n) for n in (1500, 10000)}
 
 
-@pytest.mark.parametrize(("argv", "n"), [(["1500"], 1500), (["1-10000"], 10000)])
-def test_huge_n_is_refused_at_once_with_the_estimate(argv, n, no_big_work):
-    message = refusal(argv)
+def estimate_refusal(tasks: list[int]) -> str:
+    # Past the recursion limit the depth is refused first; the estimate must
+    # still hold for any n (no OverflowError, no exact huge ints).
+    with pytest.raises(UsageError) as caught:
+        fibargs._check_estimate(tasks)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(("tasks", "n"), [([1500], 1500), (list(range(1, 10001)), 10000)])
+def test_huge_n_is_refused_at_once_with_the_estimate(tasks, n, no_big_work):
+    message = estimate_refusal(tasks)
     assert message.startswith(f"fib({n}) by naive recursion makes {power(EXACT_CALLS[n])} calls")
     assert "years of CPU time" in message and message.endswith("pass --force to run them anyway")
 
@@ -72,10 +80,10 @@ def test_astronomical_n_is_refused_at_once(no_big_work):
     five = decimal.Decimal(5)
     phi = (1 + five.sqrt()) / 2
     log = decimal.Decimal(2).log10() + 100_000_000 * phi.log10() - five.sqrt().log10()
-    message = refusal(["100000000"])
+    message = estimate_refusal([100_000_000])
     assert f"e+{int(log)} calls" in message, message
     # Past a float, still one line and no OverflowError.
-    message = refusal(["1" + "0" * 400])
+    message = estimate_refusal([10**400])
     assert "makes more than 1e+308 calls" in message, message
 
 
@@ -142,8 +150,9 @@ def test_too_deep_a_recursion_is_refused_even_with_force(no_big_work):
         f"fib(1500) by naive recursion nests 1499 calls deep, past {LIMIT} for the frames "
         f"under the kernel): the largest n that can run is {LARGEST}"
     )
-    # The estimate comes first: --force is what lets a run reach this check.
-    assert refusal(["1500"]).endswith("pass --force to run them anyway")
+    # Without --force too: --force cannot make it run.
+    assert refusal(["1500"]) == message
+    assert refusal(["800"]).endswith("pass --force to run them anyway")
 
 
 def test_depth_is_judged_on_the_sub_calls_that_run(no_big_work):
