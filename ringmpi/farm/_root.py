@@ -26,7 +26,7 @@ from ._outcome import (
     LostWorker,
     Outcome,
     Tag,
-    sendable,
+    sendable_batch,
     short_repr,
 )
 from ._stop import Stop
@@ -172,9 +172,9 @@ class Dispatcher:
                 self.computing_here = (indices, time.perf_counter())
                 if self.tracer is not None:
                     self.tracer.handed_out(self.root)
-                outcomes, busy = run_chunk(fn, self.payload(indices), self.root, self.host)
-                sent = [sendable(o, self.root, self.host) for o in outcomes]
-                self.local.put((Batch.like(outcomes, sent), busy))
+                payload = self.payload(indices)
+                outcomes, busy = run_chunk(fn, payload, self.root, self.host)
+                self.local.put((sendable_batch(outcomes, payload, self.root, self.host), busy))
                 self.computing_here = None
         except BaseException as exc:  # never lose a chunk silently
             self.helper_error = exc
@@ -380,7 +380,7 @@ def run_static(
     busy = 0.0
     if mine is not None:
         outcomes, busy = run_chunk(prepare(setup), mine[3], root, host)
-        outcomes = Batch.like(outcomes, [sendable(o, root, host) for o in outcomes])
+        outcomes = sendable_batch(outcomes, mine[3], root, host)
     for request in sends:
         poll.wait(request)
     del parcels, sends
