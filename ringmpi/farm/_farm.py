@@ -26,8 +26,9 @@ from ._outcome import (
 )
 from ._plan import balance, make_chunks, node_cores, plan_workers
 from ._resume import Resumable
-from ._root import Dispatcher, run_static
+from ._root import Dispatcher
 from ._start import Unusable, check_setup, join, start
+from ._static import run_static
 from ._stop import Stop
 from ._trace import Tracer, clock_offsets
 from ._worker import Setup, serve_dynamic, serve_static
