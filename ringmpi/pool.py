@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from .executor import Service, start
+from ._executor_service import Service, start
 
 
 def _map_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:

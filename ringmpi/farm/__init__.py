@@ -32,8 +32,10 @@ per computing rank (``None`` for the others), a non-spinning barrier, and one
 
 Where things live: :mod:`._outcome` (tags, errors, stats), :mod:`._plan`
 (which ranks compute, chunking), :mod:`._worker` (the worker's loops),
-:mod:`._root` (the root's dispatcher and the static root), :mod:`._ft`
-(ULFM), :mod:`._farm` (options and roles).
+:mod:`._root` (the root's dispatcher), :mod:`._recover` (its recovery from
+lost workers and its deadlines), :mod:`._static` (the static root),
+:mod:`._ft` (ULFM), :mod:`._farm` (options and roles), :mod:`._farm_root`
+(the root's side of a run).
 
 Waiting never spins (see :mod:`ringmpi.poll`), and the root only hands out as
 many tasks at once on a node as the node has cores: on a node with fewer

@@ -1,9 +1,8 @@
-"""The farm itself: options, the private communicator, and choosing a role."""
+"""The farm itself: options, the private communicator, choosing a role, and serving."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import time
 import weakref
@@ -11,35 +10,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .. import config, poll
-from ..errors import RingmpiError, mark_degraded
-from ..journal import Journal
-from . import _ft, _shared
+from ..errors import mark_degraded
+from . import _shared
+from ._farm_root import RootRun
+from ._ft import leave
 from ._options import check_options
-from ._outcome import (
-    Errors,
-    FarmError,
-    FarmStartError,
-    FarmStats,
-    Outcome,
-    Schedule,
-    WorkerStats,
-)
-from ._plan import balance, make_chunks, node_cores, plan_workers
-from ._resume import Resumable
-from ._root import Dispatcher, run_static
+from ._outcome import FarmStartError, FarmStats, Schedule
+from ._plan import node_cores
 from ._start import Unusable, check_setup, join, start
 from ._stop import Stop
-from ._trace import Tracer, clock_offsets
-from ._worker import Setup, serve_dynamic, serve_static
-
-log = logging.getLogger("ringmpi.farm")
+from ._trace import clock_offsets
+from ._worker import serve_dynamic, serve_static
 
 #: On the root: the farm_imap_unordered run last started on each
 #: communicator (by handle), until it is closed or dropped.
 _unfinished: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 
-class Farm(Resumable):
+class Farm(RootRun):
     """A task farm over a communicator; every rank creates it and calls ``map``.
 
     Args:
@@ -136,13 +124,9 @@ class Farm(Resumable):
         self.force_resume = force_resume
         self.retries = retries
         self.grace = grace
-        #: During a run on the root: the open journal, the indices of the
-        #: tasks this run computes, and how many tasks have a final outcome.
-        self._journal: Journal | None = None
+        #: During a run on the root: the indices of the tasks it computes (the
+        #: journal, the counts of outcomes and the stop: see Resumable).
         self._todo: list[int] = []
-        self._final = 0
-        self._results = 0
-        self._stop: Stop | None = None
         self.comm = comm
         self.fn = fn
         self.root = root
@@ -276,121 +260,12 @@ class Farm(Resumable):
         else:
             serve_dynamic(comm, self.root)
         # Ranks that are done wait longer between polls: nothing is urgent.
-        _end(comm, ft, failed=False, backoff=poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
-
-    def _root(
-        self, comm, tasks, layout, ft: bool, start: float, offsets: dict[int, float] | None
-    ) -> Iterator[tuple[int, Any]]:
-        hosts = [host for host, _ in layout]
-        try:
-            override = self.cores or config.cores()
-        except ValueError as exc:
-            raise RingmpiError(str(exc)) from None
-        cores = [override or node for _, node in layout]
-        active, idle, root_computes = plan_workers(hosts, cores, self.root)
-        root_computes = root_computes or not active
-        if self.fault_tolerant and not ft:
-            log.warning(
-                "fault tolerance is not active (launch with 'mpiexec --with-ft ulfm'): "
-                "a lost worker will end the job"
-            )
-        costs = [float(self.cost(t)) for t in tasks] if self.cost else None
-        stats = self.stats = FarmStats(idle_ranks=idle, root_computes=root_computes, hosts=hosts)
-        stats.workers = [WorkerStats(r, hosts[r]) for r in active]
-        if root_computes:
-            stats.workers.insert(0, WorkerStats(self.root, self.host))
-        assert callable(self.fn)  # see check_setup
-        setup: Setup = (self.fn, self.initializer, self.initargs)
-        computing = ([self.root] if root_computes else []) + active
-        tracer = None
-        if offsets is not None:
-            origin = time.perf_counter() - start  # seconds of start-up already past
-            tracer = Tracer(stats.trace, hosts, offsets, time.time() - origin)
-        try:
-            if self.schedule is Schedule.STATIC:
-                shares = dict(zip(computing, balance(len(tasks), len(computing), costs)))
-                stats.chunks = len(shares)
-                outcomes = run_static(
-                    comm, self.root, self.host, tasks, shares, setup, stats, tracer
-                )
-                yield from self._emit(outcomes, tasks)
-            else:
-                chunks = make_chunks(len(tasks), len(computing), self.chunksize, costs)
-                stats.chunks = len(chunks)
-                dispatcher = Dispatcher(
-                    comm, self.root, self.host, tasks, chunks, setup, stats,
-                    ft=ft, stop_on_error=self.errors is Errors.RAISE,
-                    task_timeout=self.task_timeout, tracer=tracer,
-                    retries=self.retries, stop=self._stop,
-                )  # fmt: skip
-                dispatcher.start(active, idle, root_computes)
-                try:
-                    yield from self._emit(dispatcher.outcomes(), tasks)
-                except GeneratorExit:
-                    # The caller stopped reading: hand out nothing more, take
-                    # in what is in flight, and let the workers go.
-                    dispatcher.failed = True
-                    for _ in dispatcher.outcomes():
-                        pass
-                    dispatcher.drain()
-                    _end(comm, ft, failed=bool(stats.lost))
-                    raise
-                if dispatcher.abandoned and self._stop is not None and self._stop.signum:
-                    # Chunks still in flight past the grace: end the job now.
-                    raise self._stopped(self._stop.signum, self._total(), collective=False)
-                dispatcher.drain()
-        except GeneratorExit:
-            if self.schedule is Schedule.STATIC:  # everything was gathered already
-                _end(comm, ft, failed=False)
-            raise
-        finally:
-            stats.elapsed = time.perf_counter() - start
-        _end(comm, ft, failed=bool(stats.lost))
-        if stats.errors and self.errors is Errors.RAISE:
-            raise FarmError.of(stats.errors)
-
-    def _emit(self, batches: Iterable[list[Outcome]], tasks: list[Any]):
-        """Yield ``(index, value)`` per outcome; record errors, and yield them
-        in place of the value when they are collected. Every outcome, a failed
-        attempt that will be retried included, goes to the journal first."""
-        done = self._final
-        total = self._total()
-        for outcomes in batches:
-            retried = getattr(outcomes, "retried", ())
-            if self._journal is not None:
-                self._record(outcomes, tasks)
-            for index, value, error in outcomes:
-                if index in retried:
-                    continue
-                done += 1
-                self._final += 1
-                if error is None:
-                    self._results += 1
-                    yield index, value
-                    continue
-                self.stats.errors.append(error)
-                if self.errors is Errors.COLLECT:
-                    yield index, error
-            if self.progress is not None:
-                self.progress(done, total)
+        leave(comm, ft, failed=False, backoff=poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
 
 
 @contextlib.contextmanager
 def _nothing() -> Iterator[None]:
     yield
-
-
-def _end(comm, ft: bool, failed: bool, backoff: poll.Backoff | None = None) -> None:
-    """Leave the farm together.
-
-    Fault tolerant, the root holds every live worker until the end and then
-    releases it, so no barrier (which a lost rank would fail) is needed; the
-    survivors agree instead on whether a rank was lost.
-    """
-    if ft:
-        _ft.agree_on_failures(comm, failed)
-    else:
-        poll.barrier(comm, backoff)
 
 
 def farm_map(comm, fn: Callable[[Any], Any] | None, tasks: Iterable[Any] | None, **options):

@@ -1,12 +1,14 @@
-"""Fault tolerance under ULFM: which ranks failed, and agreeing on a loss.
+"""Fault tolerance under ULFM: which ranks failed, agreeing on a loss, leaving together.
 
 Used only when the job runs with ``mpiexec --with-ft ulfm`` and the farm was
 asked to be fault tolerant; the farm's private communicator then returns
-errors instead of aborting.
+errors instead of aborting. Every farm ends in :func:`leave`: a barrier, or
+under ULFM an agreement on any loss.
 """
 
 from __future__ import annotations
 
+from .. import poll
 from ..errors import mark_degraded
 
 
@@ -50,3 +52,16 @@ def agree_on_failures(comm, failed: bool) -> None:
         failed = True
     if failed:
         mark_degraded()
+
+
+def leave(comm, ft: bool, failed: bool, backoff: poll.Backoff | None = None) -> None:
+    """Leave the farm together.
+
+    Fault tolerant, the root holds every live worker until the end and then
+    releases it, so no barrier (which a lost rank would fail) is needed; the
+    survivors agree instead on whether a rank was lost.
+    """
+    if ft:
+        agree_on_failures(comm, failed)
+    else:
+        poll.barrier(comm, backoff)

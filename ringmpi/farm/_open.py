@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import poll
 from . import _wire
-from ._outcome import Batch, FarmStats, Outcome, Tag, TaskError, describe_error, sendable
+from ._outcome import FarmStats, Outcome, Tag, TaskError, describe_error, sendable_batch
 from ._root import Dispatcher
 from ._worker import Setup, prepare, run_chunk
 
@@ -229,8 +229,7 @@ class OpenDispatcher(Dispatcher):
                     payload = self.payload(indices)
                     self.computing_here = (indices, time.perf_counter())
                 outcomes, busy = run_chunk(fn, payload, self.root, self.host)
-                sent = [sendable(o, self.root, self.host) for o in outcomes]
-                self.local.put((Batch.like(outcomes, sent), busy))
+                self.local.put((sendable_batch(outcomes, payload, self.root, self.host), busy))
                 self.computing_here = None
                 self.wake()
         except BaseException as exc:  # never lose a chunk silently

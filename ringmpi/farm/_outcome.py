@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -274,8 +274,9 @@ def _no(_buffer: Any) -> bool:
     return False
 
 
-def sendable(outcome: Outcome, rank: int, host: str) -> Outcome:
-    """Return ``outcome``, or a ``TaskError`` in its place if it cannot be pickled."""
+def sendable(outcome: Outcome, task: Any, rank: int, host: str) -> Outcome:
+    """Return ``outcome`` of ``task``, or a ``TaskError`` in its place if it
+    cannot be pickled."""
     index, value, error = outcome
     try:
         # Into a sink, buffers out-of-band: no copy of a large result.
@@ -284,4 +285,13 @@ def sendable(outcome: Outcome, rank: int, host: str) -> Outcome:
     except Exception as exc:
         what = "result" if error is None else "error"
         summary = f"the {what} could not be pickled: {type(exc).__name__}: {exc}"
-        return (index, None, TaskError(index, "?", rank, host, summary, ""))
+        return (index, None, TaskError(index, short_repr(task), rank, host, summary, ""))
+
+
+def sendable_batch(
+    outcomes: list[Outcome], chunk: Sequence[tuple[int, Any]], rank: int, host: str
+) -> Batch:
+    """Return the outcomes of ``chunk`` (one per ``(index, task)``, in order),
+    each made :func:`sendable`."""
+    sent = [sendable(o, task, rank, host) for o, (_, task) in zip(outcomes, chunk)]
+    return Batch.like(outcomes, sent)

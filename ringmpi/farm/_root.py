@@ -1,13 +1,13 @@
-"""The root's side of the farm: hand out chunks, take in outcomes.
+"""The root's side of the dynamic schedule: hand out chunks, take in outcomes.
 
-The dynamic schedule is a :class:`Dispatcher` that owns the chunks still to
-hand out, the work in flight on each rank, the parked and spare ranks, and
-the sends not yet complete; the static schedule is :func:`run_static`.
+A :class:`Dispatcher` owns the chunks still to hand out, the work in flight on
+each rank, the parked and spare ranks, and the sends not yet complete; its
+recovery from lost workers and its deadlines are in :mod:`._recover`. The
+static schedule is :func:`._static.run_static`.
 """
 
 from __future__ import annotations
 
-import logging
 import pickle
 import queue
 import threading
@@ -19,28 +19,18 @@ from typing import Any
 from .. import poll
 from ..errors import RingmpiError
 from . import _ft, _wire
-from ._outcome import (
-    Batch,
-    FarmStats,
-    FarmTimeout,
-    LostWorker,
-    Outcome,
-    Tag,
-    sendable,
-    short_repr,
-)
+from ._outcome import Batch, FarmStats, Outcome, Tag, sendable_batch, short_repr
+from ._recover import Recovery
 from ._stop import Stop
 from ._trace import Tracer
 from ._worker import Setup, prepare, run_chunk
-
-log = logging.getLogger("ringmpi.farm")
 
 
 class FarmSendError(RingmpiError):
     """MPI refused to send a chunk of tasks (too large for this MPI, say)."""
 
 
-class Dispatcher:
+class Dispatcher(Recovery):
     """The root of the dynamic schedule: workers pull chunks as they finish.
 
     Args:
@@ -172,9 +162,9 @@ class Dispatcher:
                 self.computing_here = (indices, time.perf_counter())
                 if self.tracer is not None:
                     self.tracer.handed_out(self.root)
-                outcomes, busy = run_chunk(fn, self.payload(indices), self.root, self.host)
-                sent = [sendable(o, self.root, self.host) for o in outcomes]
-                self.local.put((Batch.like(outcomes, sent), busy))
+                payload = self.payload(indices)
+                outcomes, busy = run_chunk(fn, payload, self.root, self.host)
+                self.local.put((sendable_batch(outcomes, payload, self.root, self.host), busy))
                 self.computing_here = None
         except BaseException as exc:  # never lose a chunk silently
             self.helper_error = exc
@@ -287,39 +277,6 @@ class Dispatcher:
         if self.tracer is not None:
             self.tracer.came_back(rank, outcomes)
 
-    def recover(self) -> None:
-        """Requeue the work of lost workers and bring in spares (ULFM)."""
-        known = {lost.rank for lost in self.stats.lost}
-        for rank in _ft.acknowledge_failed(self.comm):
-            if rank in known:
-                continue
-            indices = self.in_flight.pop(rank, ([], 0.0))[0]
-            if indices:
-                self.chunks.appendleft(indices)
-            for pool in (self.parked, self.spares):
-                if rank in pool:
-                    pool.remove(rank)
-            host = self.stats.hosts[rank] if self.stats.hosts else "?"
-            self.stats.lost.append(LostWorker(rank, host, list(indices)))
-            log.warning("lost worker rank %d@%s; requeued tasks %s", rank, host, indices)
-        while self.chunks and (self.parked or self.spares):
-            rank = self.parked.pop(0) if self.parked else self.spares.pop(0)
-            self.stats.worker(rank)
-            self.dispatch(rank)
-
-    def check_deadlines(self) -> None:
-        """Raise ``FarmTimeout`` if a rank has run its chunk past the limit."""
-        if self.task_timeout is None:
-            return
-        now = time.perf_counter()
-        running = list(self.in_flight.items())
-        here = self.computing_here
-        if here is not None:
-            running.append((self.root, here))
-        for rank, (indices, since) in running:
-            if now - since > self.task_timeout * len(indices):
-                raise FarmTimeout(timeout_message(self, rank, indices, now - since))
-
     def drain(self) -> None:
         """Release every waiting worker and complete every send."""
         from mpi4py import MPI
@@ -334,66 +291,3 @@ class Dispatcher:
             except MPI.Exception:
                 if not self.ft:
                     raise  # a send to a lost worker cannot complete
-
-
-def timeout_message(dispatcher: Dispatcher, rank: int, indices: list[int], ran: float) -> str:
-    tasks = dispatcher.tasks
-    shown = ", ".join(f"{i} ({short_repr(tasks[i], 40)})" for i in indices[:3])
-    host = dispatcher.stats.hosts[rank] if dispatcher.stats.hosts else "?"
-    return (
-        f"rank {rank}@{host} has run task(s) {shown} for {ran:.1f} s, "
-        f"past the limit of {dispatcher.task_timeout:g} s per task"
-    )
-
-
-def run_static(
-    comm,
-    root: int,
-    host: str,
-    tasks: Sequence[Any],
-    shares: dict[int, list[int]],
-    setup: Setup,
-    stats: FarmStats,
-    tracer: Tracer | None = None,
-) -> Iterator[list[Outcome]]:
-    """The root of the static schedule: scatter shares, compute, gather.
-
-    Args:
-        shares: Task indices for each computing rank (the root included when
-            it computes).
-    """
-    sendobj: list[Any] = [None] * comm.Get_size()
-    parcels: dict[int, _wire.Parcel] = {}
-    mine = None
-    for rank, indices in shares.items():
-        share = (*setup, [(i, tasks[i]) for i in indices])
-        if rank == root:
-            mine = share
-        else:  # shares of any size: large ones follow the scatter
-            parcels[rank] = _wire.Parcel(share)
-            sendobj[rank] = parcels[rank].header
-        if tracer is not None:
-            tracer.handed_out(rank)
-    comm.scatter(sendobj, root=root)
-    sends = [r for rank, parcel in parcels.items() for r in parcel.isend(comm, rank)]
-    outcomes: list[Outcome] = []
-    busy = 0.0
-    if mine is not None:
-        outcomes, busy = run_chunk(prepare(setup), mine[3], root, host)
-        outcomes = Batch.like(outcomes, [sendable(o, root, host) for o in outcomes])
-    for request in sends:
-        poll.wait(request)
-    del parcels, sends
-    poll.barrier(comm)
-    gathered = comm.gather(None, root=root)
-    gathered[root] = (outcomes, busy)
-    for rank, part in enumerate(gathered):
-        outcomes, busy = _wire.received(comm, part, rank)
-        gathered[rank] = None
-        if rank in shares:
-            worker = stats.worker(rank)
-            worker.tasks += len(outcomes)
-            worker.busy += busy
-            if tracer is not None:
-                tracer.came_back(rank, outcomes)
-        yield outcomes

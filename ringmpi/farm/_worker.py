@@ -16,7 +16,16 @@ from .. import poll
 from ..errors import format_exception
 from . import _wire
 from ._ft import is_loss
-from ._outcome import Batch, Outcome, Tag, TaskError, call, describe_error, sendable
+from ._outcome import (
+    Batch,
+    Outcome,
+    Tag,
+    TaskError,
+    call,
+    describe_error,
+    sendable_batch,
+    short_repr,
+)
 
 Setup = tuple[Callable[[Any], Any], "Callable[..., Any] | None", tuple[Any, ...]]
 
@@ -78,12 +87,14 @@ def serve_dynamic(comm, root: int) -> None:
         if chunk is None:
             return
         outcomes, busy = run_chunk(fn, chunk, rank, host)
-        send_outcomes(comm, root, outcomes, busy)
+        send_outcomes(comm, root, outcomes, busy, chunk)
         backoff.reset()
 
 
-def send_outcomes(comm, root: int, outcomes: Batch, busy: float) -> None:
-    """Send a chunk's outcomes to the root; what cannot be sent becomes an error.
+def send_outcomes(
+    comm, root: int, outcomes: Batch, busy: float, chunk: Sequence[tuple[int, Any]]
+) -> None:
+    """Send the outcomes of ``chunk`` to the root; what cannot be sent becomes an error.
 
     mpi4py pickles before sending, so after a pickling error nothing was sent:
     send what can be, and an error in place of each part that cannot. A
@@ -96,13 +107,14 @@ def send_outcomes(comm, root: int, outcomes: Batch, busy: float) -> None:
         _wire.send(comm, (outcomes, busy), root, Tag.RESULT)
         return
     except (pickle.PicklingError, TypeError, AttributeError):
-        outcomes = Batch.like(outcomes, [sendable(o, rank, host) for o in outcomes])
+        outcomes = sendable_batch(outcomes, chunk, rank, host)
     except MPI.Exception as exc:
         if is_loss(exc):
             raise
         why = f"the result could not be sent to the root: {exc.Get_error_string()}"
         failed: list[Outcome] = [
-            (i, None, TaskError(i, "?", rank, host, why, "")) for i, _, _ in outcomes
+            (i, None, TaskError(i, short_repr(task), rank, host, why, ""))
+            for (i, _, _), (_, task) in zip(outcomes, chunk)
         ]
         outcomes = Batch.like(outcomes, failed)
     _wire.send(comm, (outcomes, busy), root, Tag.RESULT)
@@ -119,7 +131,7 @@ def serve_static(comm, root: int) -> None:
         batch, busy = run_chunk(prepare(tuple(setup)), chunk, rank, host)
         # The gather is collective: a part that cannot be pickled must not
         # fail on this rank alone.
-        outcomes = Batch.like(batch, [sendable(o, rank, host) for o in batch])
+        outcomes = sendable_batch(batch, chunk, rank, host)
     poll.barrier(comm)
     parcel = _wire.Parcel((outcomes, busy))
     comm.gather(parcel.header, root=root)

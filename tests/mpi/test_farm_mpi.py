@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 from trace_check import check_spans
@@ -40,6 +41,10 @@ def exits_on_two(x):
 
 def unpicklable_on_one(x):
     return (lambda: x) if x == 1 else x
+
+
+def a_lock(_x):
+    return threading.Lock()
 
 
 def remember(value):
@@ -165,6 +170,19 @@ def test_unpicklable_result_is_a_task_error(comm, collectively):
             assert [results[i] for i in (0, 2, 3)] == [0, 2, 3]
             assert isinstance(results[1], TaskError)
             assert "could not be pickled" in str(results[1])
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_unpicklable_result_names_its_task(comm, collectively, schedule):
+    tasks = [f"task-{i}-" + "x" * 100 for i in range(3)]
+    with collectively:
+        results = farm_map(comm, a_lock, tasks, errors="collect", schedule=schedule)
+        if comm.Get_rank() == 0:
+            for index, (task, error) in enumerate(zip(tasks, results)):
+                assert isinstance(error, TaskError)
+                assert error.task == repr(task)[:77] + "..."
+                assert str(error).startswith(f"task {index} ({error.task}) failed on rank ")
+                assert "the result could not be pickled" in str(error)
 
 
 def test_more_workers_than_tasks(comm, collectively):
