@@ -128,12 +128,18 @@ def test_signal_to_mpiexec_keeps_what_arrived(tmp_path, sig):
 
 @pytest.mark.parametrize(
     "sig, to",
-    [(signal.SIGTERM, "ranks"), (signal.SIGINT, "ranks"), (signal.SIGUSR1, "mpiexec")],
+    [
+        (signal.SIGTERM, "ranks"),
+        (signal.SIGINT, "ranks"),
+        (signal.SIGUSR1, "mpiexec"),
+        (signal.SIGTERM, "one worker"),
+    ],
 )
 def test_clean_stop(tmp_path, sig, to):
     """A signal that reaches the ranks (as srun and Slurm deliver SIGTERM, or
-    SIGUSR1, which mpiexec forwards): the root waits for the chunks in flight,
-    says how many results the journal holds, and every rank ends 128+signal."""
+    SIGUSR1, which mpiexec forwards), or one worker alone: the root waits for
+    the chunks in flight, says how many results the journal holds, and every
+    rank ends 128+signal."""
     db = tmp_path / "run.db"
     args = farm_args(tmp_path, "--resume", "--grace", str(GRACE), n=23)
     # Tasks from 60 on never end, so the signal lands mid-run on any machine.
@@ -143,6 +149,8 @@ def test_clean_stop(tmp_path, sig, to):
     if to == "ranks":
         for pid in rank_pids(process).values():
             os.kill(pid, sig)
+    elif to == "one worker":
+        os.kill(rank_pids(process)[1], sig)
     else:
         os.kill(process.popen.pid, sig)
     result = wait_all_gone(process, GRACE + 5)

@@ -18,6 +18,8 @@ Message protocol (root ``R``, worker ``W``):
 * ``R -> W`` ``Tag.TASK``: a chunk ``[(index, task), ...]``, or ``None``: stop.
 * ``W -> R`` ``Tag.RESULT``: ``(outcomes, busy_seconds)`` with one
   ``(index, value, error)`` per task of the chunk.
+* ``W -> R`` ``Tag.STOP``: the signal number, when a stop signal reached this
+  worker alone (see :mod:`._stop`); the root then stops as if it had it.
 * Everyone ends in a barrier, so every rank returns when the farm is done
   (fault tolerant: the survivors agree on whether a rank was lost instead).
 

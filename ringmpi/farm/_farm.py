@@ -15,7 +15,7 @@ from . import _shared, _wire
 from ._farm_root import RootRun
 from ._ft import leave
 from ._options import check_options
-from ._outcome import FarmStartError, FarmStats, Schedule
+from ._outcome import FarmStartError, FarmStats, Schedule, Tag
 from ._plan import node_cores
 from ._start import Unusable, check_setup, join, start
 from ._stop import Stop
@@ -260,7 +260,16 @@ class Farm(RootRun):
         if self.schedule is Schedule.STATIC:
             serve_static(comm, self.root)
         else:
+            told = []
+            if self._stop is not None:
+                # From the handler, so between two Python steps of this
+                # thread, never inside an MPI call.
+                self._stop.on_signal = lambda signum: told.append(
+                    comm.isend(signum, self.root, Tag.STOP)
+                )
             serve_dynamic(comm, self.root)
+            for request in told:  # a small message: done whether read or not
+                poll.wait(request)
         # Ranks that are done wait longer between polls: nothing is urgent.
         leave(comm, ft, failed=False, backoff=poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
 

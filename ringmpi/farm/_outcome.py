@@ -49,6 +49,7 @@ class Tag(enum.IntEnum):
     RESULT = 103
     START = 104
     CLOCK = 105
+    STOP = 106
     #: The parts of a large message, after its header (see ``_wire``).
     BULK = 121
     #: ``R -> W``: the farm's shared data (see ``_shared``).

@@ -177,6 +177,8 @@ class Dispatcher(Recovery):
     def outcomes(self) -> Iterator[list[Outcome]]:
         """Yield each chunk's outcomes as it arrives, until all are in."""
         while self._pending():
+            if self.stop is not None and not self.stop.requested:
+                self._heed_workers_stop()
             if self.stop is not None and self.stop.requested:
                 self.failed = True  # hand out nothing more
                 if self.stop.expired():
@@ -198,6 +200,19 @@ class Dispatcher(Recovery):
                 ):
                     self.failed = True
                 yield outcomes
+
+    def _heed_workers_stop(self) -> None:
+        """Stop as the root would if a worker says a stop signal reached it."""
+        from mpi4py import MPI
+
+        assert self.stop is not None
+        try:
+            message = self.comm.improbe(MPI.ANY_SOURCE, Tag.STOP)
+            if message is not None:
+                self.stop.notice(message.recv())
+        except MPI.Exception as exc:
+            if not (self.ft and _ft.is_loss(exc)):
+                raise
 
     def _retry(self, outcomes: list[Outcome]) -> Batch:
         """Queue the failed tasks of ``outcomes`` that have retries left.

@@ -2,7 +2,10 @@
 
 The handler only notes the signal; the root's dispatcher then stops handing
 out work and waits up to ``grace`` seconds for the chunks in flight, and the
-workers finish their chunk and leave when the root says so. If a rank is
+workers finish their chunk and leave when the root says so. A worker that
+gets the signal alone (``kill`` of one rank, the kernel's OOM handling a
+SIGTERM) tells the root at once (``Tag.STOP``), and the whole farm stops the
+same way. If a rank is
 still alive ``grace + 3`` seconds after the signal (a task longer than the
 grace, the static schedule), a timer ends it with ``128 + signal``.
 
@@ -25,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import RingmpiError
 
@@ -75,14 +78,23 @@ class Stop:
         self.signum: int | None = None
         self.since = 0.0
         self._timer: threading.Timer | None = None
+        #: Called with the signal number when one arrives (a worker tells
+        #: the root with it).
+        self.on_signal: Callable[[int], None] | None = None
 
     def _handle(self, signum: int, _frame: object) -> None:
+        if self.notice(signum) and self.on_signal is not None:
+            self.on_signal(signum)
+
+    def notice(self, signum: int) -> bool:
+        """Stop on ``signum`` as if it had arrived here; False if already stopping."""
         if self.signum is not None:
-            return
+            return False
         self.signum, self.since = signum, time.monotonic()
         self._timer = threading.Timer(self.grace + MARGIN, self._end)
         self._timer.daemon = True
         self._timer.start()
+        return True
 
     def _end(self) -> None:
         assert self.signum is not None
