@@ -58,5 +58,7 @@ def test_small_buffers_are_not_kept_and_release_lets_go():
     recycler.release()
     assert len(recycler) == 1  # only the one still in use
     del c
+    recycler.release(keep=1, keep_bytes=2 * OOB_MIN)
+    assert len(recycler) == 1  # kept for the next farm
     recycler.release()
     assert len(recycler) == 0

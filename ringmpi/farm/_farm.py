@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import config, poll
 from ..errors import mark_degraded
-from . import _shared, _wire
+from . import _shared
 from ._farm_root import RootRun
 from ._ft import leave
 from ._options import check_options
@@ -232,8 +232,6 @@ class Farm(RootRun):
                     self._serve(comm, ft)
                     self._agree_on_stop(comm, ft, 0)
         finally:
-            # Receive buffers the caller has dropped go back to the system.
-            _wire.RECYCLER.release()
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None

@@ -44,9 +44,9 @@ class Recycler:
     page of zeros per page, which halves the speed at which large results
     arrive. So buffers come from arrays kept here, and once nothing made
     from one is left (the caller dropped the result), the next buffer of
-    that size is written into the same memory. At most ``keep`` dropped
-    buffers and ``keep_bytes`` bytes of them are kept; the rest go back to
-    the system.
+    that size is written into the same memory, in this farm or the next. At
+    most ``keep`` dropped buffers and ``keep_bytes`` bytes of them are kept;
+    the rest go back to the system.
 
     "Nothing left" is told by reference count: numpy points every array made
     from a buffer at the array that owns the memory (it skips views), so that
