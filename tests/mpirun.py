@@ -156,7 +156,8 @@ class Process:
             ended_at = time.time()
             elapsed = time.monotonic() - self.start
             timed_out = False
-            leftovers = kill_session(self.popen.pid)
+            # Ranks that mpiexec has just told to end may take a moment more.
+            leftovers = kill_session(self.popen.pid, settle=SETTLE)
         return Result(
             argv=self.argv,
             returncode=self.popen.wait(),
@@ -308,15 +309,23 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def kill_session(sid: int, grace: float = 1.0) -> list[int]:
+#: Seconds the processes of a session that has exited may take to end on
+#: their own before they count as left behind.
+SETTLE = 2.0
+
+
+def kill_session(sid: int, grace: float = 1.0, settle: float = 0.0) -> list[int]:
     """End every process of session ``sid``: SIGTERM, then SIGKILL after ``grace``.
 
     SIGTERM first lets ``mpiexec`` take its ranks down and remove its files.
     Without ``/proc`` only the leader's process group can be reached.
 
     Returns:
-        The processes that were alive when called.
+        The processes still alive ``settle`` seconds after the call.
     """
+    deadline = time.monotonic() + settle
+    while settle and session_members(sid) and time.monotonic() < deadline:
+        time.sleep(0.02)
     if not Path("/proc/self/stat").exists():
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError, PermissionError):

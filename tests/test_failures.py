@@ -149,8 +149,8 @@ def signal_when_holding(
 USAGE = {
     # every bad argument of the ring
     "ring-unknown-flag": Case(2, [*RING, "--bogus"], 2, "unrecognized arguments: --bogus"),
-    "ring-rounds-0": Case(2, [*RING, "--rounds", "0"], 2, "--rounds: must be at least 1"),
-    "ring-rounds-neg": Case(3, [*RING, "--rounds", "-3"], 2, "--rounds: must be at least 1"),
+    "ring-rounds-0": Case(2, [*RING, "--rounds", "0"], 2, "--rounds: must be between 1 and 1"),
+    "ring-rounds-neg": Case(3, [*RING, "--rounds", "-3"], 2, "--rounds: must be between 1 and"),
     "ring-rounds-abc": Case(2, [*RING, "-r", "abc"], 2, "--rounds: invalid integer 'abc'"),
     "ring-size-0": Case(2, [*RING, "--size", "0"], 2, "--size: invalid size '0'"),
     "ring-size-neg": Case(2, [*RING, "--size=-1"], 2, "--size: invalid size '-1'"),

@@ -32,7 +32,9 @@ def test_usage_error_is_reported_once_and_every_rank_returns_2(world, collective
         errs = world.gather(err, root=0)
         if world.Get_rank() == 0:
             assert errs is not None
-            assert errs[0].startswith("error: argument -r/--rounds: must be at least 1, not -3")
+            assert errs[0].startswith(
+                "error: argument -r/--rounds: must be between 1 and 100000000, not -3"
+            )
             assert errs[0].count("\n") == 1
             assert errs[1:] == [""] * (world.Get_size() - 1)
         assert out == ""
