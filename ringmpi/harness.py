@@ -183,7 +183,8 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
 
     Args:
         main: The program; returns its exit status.
-        argv: Arguments for ``main`` (default ``sys.argv[1:]``).
+        argv: Passed to ``main`` as it is (None: ``main`` reads ``sys.argv``,
+            as ``argparse`` does).
 
     Returns:
         The exit status for ``sys.exit``.

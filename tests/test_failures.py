@@ -385,6 +385,9 @@ MISUSE_MESSAGES = {
     "no-tasks": r"the root passed tasks=None",
     "not-iterable": r"the tasks must be iterable, not int",
     "cores=0": r"cores must be a whole number of at least 1, not 0",
+    "chunk_size=2": r"unknown option\(s\): chunk_size \(did you mean chunksize\?\); the farm takes",
+    # A bad option on the root alone: the others hear of it at once.
+    "root-only:chunksize=0": r"chunksize must be a whole number of at least 1, not 0",
     "lambda": r"function main.<locals>.<lambda> .*not picklable.*define it at module level",
     "local": r"function main.<locals>.local .*not picklable.*define it at module level",
 }
@@ -395,11 +398,15 @@ MISUSES = {
     for mode, message in MISUSE_MESSAGES.items()
     for n in (1, 3)
 }
+# A bad option on one worker alone: it tells the root as it joins.
+MISUSES["misuse-rank1-only:chunksize=0"] = Case(
+    3, [MISUSE, "rank1-only:chunksize=0"], 2, r"chunksize must be a whole number", seconds=15
+)
 MISUSES["misuse-only-root-calls"] = Case(
     3,
     [MISUSE, "only-root"],
     ANY,
-    r"rank\(s\) 1, 2 of 3 did not call the farm within 3 s",
+    r"rank\(s\) 1, 2 of 3 did not call the farm with root 0 within 3 s",
     env={"RINGMPI_JOIN_TIMEOUT": "3"},
     seconds=20,
 )

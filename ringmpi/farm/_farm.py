@@ -14,10 +14,10 @@ from ..errors import mark_degraded
 from . import _shared
 from ._farm_root import RootRun
 from ._ft import leave
-from ._options import check_options
+from ._options import check_or_defer
 from ._outcome import FarmStartError, FarmStats, Schedule, Tag
 from ._plan import node_cores
-from ._start import Unusable, check_setup, join, start
+from ._start import Unusable, check_setup, join_telling, start
 from ._stop import Stop
 from ._trace import clock_offsets
 from ._worker import serve_dynamic, serve_static
@@ -110,11 +110,14 @@ class Farm(RootRun):
         retries: int = 0,
         grace: float | None = None,
         shared: Any = None,
+        **unknown: Any,
     ):
-        self.errors, self.schedule = check_options(
-            comm, errors=errors, schedule=schedule, root=root, fault_tolerant=fault_tolerant,
-            task_timeout=task_timeout, chunksize=chunksize, retries=retries, resume=resume,
-            grace=grace, cores=cores,
+        #: A bad option: raised on every rank once the farm has started.
+        self._problem: str | None
+        self.errors, self.schedule, self._problem = check_or_defer(
+            comm, unknown, Farm.__init__, errors=errors, schedule=schedule, root=root,
+            fault_tolerant=fault_tolerant, task_timeout=task_timeout, chunksize=chunksize,
+            retries=retries, resume=resume, grace=grace, cores=cores,
         )  # fmt: skip
         if join_timeout is None:
             join_timeout = config.join_timeout()
@@ -201,7 +204,7 @@ class Farm(RootRun):
         begin = time.perf_counter()
         # A private communicator keeps the farm's messages apart from the
         # caller's, and lets fault tolerance change only its error handler.
-        comm = join(self.comm, self.root, self.join_timeout)
+        comm, told = join_telling(self.comm, self.root, self.join_timeout, self._problem)
         ft = self.fault_tolerant and config.ulfm_enabled()
         if ft:
             comm.Set_errhandler(MPI.ERRORS_RETURN)
@@ -211,7 +214,7 @@ class Farm(RootRun):
             problem = plan = None
             if self._is_root:
                 setup = (self.fn, self.initializer, self.initargs)
-                problem = check_setup(self.fn, setup, tasks)
+                problem = self._problem or told or check_setup(self.fn, setup, tasks)
                 if self.shared is not None:
                     plan = _shared.Plan(self.shared)
                     problem = problem or plan.problem()

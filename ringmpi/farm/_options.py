@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
+import inspect
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._outcome import Errors, Schedule
@@ -31,7 +34,7 @@ def check_options(
     """
     errors_mode = _choice(Errors, errors, "errors")
     dynamic = _choice(Schedule, schedule, "schedule") is Schedule.DYNAMIC
-    if not isinstance(root, int) or not 0 <= root < comm.Get_size():
+    if not is_rank(root, comm):
         raise FarmUsageError(
             f"root must be a rank of the communicator, 0 to {comm.Get_size() - 1}, not {root!r}"
         )
@@ -65,3 +68,42 @@ def _choice(kind: type[E], value: Any, name: str) -> E:
     except ValueError:
         choices = " or ".join(repr(c.value) for c in kind)
         raise FarmUsageError(f"{name} must be {choices}, not {value!r}") from None
+
+
+def is_rank(root: Any, comm) -> bool:
+    """Return whether ``root`` is a rank of ``comm``."""
+    return isinstance(root, int) and not isinstance(root, bool) and 0 <= root < comm.Get_size()
+
+
+def unknown_options(unknown: dict[str, Any], accepting: Callable[..., Any]) -> str:
+    """Say which keyword arguments ``accepting`` does not take, with a guess."""
+    known = [
+        name
+        for name, parameter in inspect.signature(accepting).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    words = []
+    for name in unknown:
+        guess = difflib.get_close_matches(name, known, n=1)
+        words.append(f"{name} (did you mean {guess[0]}?)" if guess else name)
+    return f"unknown option(s): {', '.join(words)}; the farm takes {', '.join(known)}"
+
+
+def check_or_defer(
+    comm, unknown: dict[str, Any], accepting: Callable[..., Any], **options: Any
+) -> tuple[Errors, Schedule, str | None]:
+    """Check the options; return the errors mode, the schedule and the problem.
+
+    A bad option is returned, not raised, when the root is a rank: the farm
+    then starts and raises it on every rank, so that a bad option on one rank
+    alone does not leave the others waiting for it. A root that is not a rank
+    is raised at once.
+    """
+    try:
+        if unknown:
+            raise FarmUsageError(unknown_options(unknown, accepting))
+        return (*check_options(comm, **options), None)
+    except FarmUsageError as exc:
+        if not is_rank(options["root"], comm):
+            raise
+        return Errors.RAISE, Schedule.DYNAMIC, str(exc)

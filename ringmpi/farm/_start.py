@@ -43,41 +43,57 @@ def join(user, root: int, timeout: float | None):
     Raises:
         FarmJoinError: Not every rank joined within ``timeout`` seconds.
     """
+    return join_telling(user, root, timeout)[0]
+
+
+def join_telling(user, root: int, timeout: float | None, problem: str | None = None):
+    """:func:`join`, each worker telling the root its ``problem`` (a bad option).
+
+    Returns:
+        The private duplicate, and on the root the first problem a worker told
+        (None elsewhere).
+
+    Raises:
+        FarmJoinError: Not every rank joined within ``timeout`` seconds.
+    """
     rank, size = user.Get_rank(), user.Get_size()
     backoff = poll.Backoff()
     deadline = None if timeout is None else time.monotonic() + timeout
+    told: dict[int, str | None] = {}
     if rank == root:
         waiting = [r for r in range(size) if r != root]
         while waiting:
-            waiting = [r for r in waiting if not _take(user, r, Tag.JOIN)]
+            waiting = [r for r in waiting if not _take(user, r, Tag.JOIN, told)]
             if waiting and deadline is not None and time.monotonic() > deadline:
                 raise FarmJoinError(
                     f"rank(s) {', '.join(map(str, waiting))} of {size} did not call the farm "
-                    f"within {timeout:g} s: every rank of the communicator must call it "
-                    "(see RINGMPI_JOIN_TIMEOUT)"
+                    f"with root {root} within {timeout:g} s: every rank of the communicator "
+                    "must call it, with the same root (see RINGMPI_JOIN_TIMEOUT)"
                 )
             if waiting:
                 backoff.pause()
         for request in [user.isend(None, dest=r, tag=Tag.GO) for r in range(size) if r != root]:
             poll.wait(request, backoff)
     else:
-        poll.wait(user.isend(None, dest=root, tag=Tag.JOIN), backoff)
+        poll.wait(user.isend(problem, dest=root, tag=Tag.JOIN), backoff)
         go = user.irecv(source=root, tag=Tag.GO)
         if not poll.wait(go, backoff, None if deadline is None else deadline - time.monotonic()):
             go.Cancel()
             raise FarmJoinError(
-                f"not every rank of the communicator called the farm within {timeout:g} s "
-                f"(the root, rank {root}, names the missing ones)"
+                f"the farm's root, rank {root}, did not let it start within {timeout:g} s: "
+                "every rank of the communicator must call it, with the same root (if the "
+                "root did, it names the ranks that did not)"
             )
     # Everyone is here: a blocking duplicate is quick now.
-    return user.Dup()
+    first = next((p for _, p in sorted(told.items()) if p is not None), None)
+    return user.Dup(), first
 
 
-def _take(user, source: int, tag: int) -> bool:
+def _take(user, source: int, tag: int, told: dict[int, str | None]) -> bool:
     """Receive the note ``source`` sent with ``tag``, if it is there."""
     if not user.iprobe(source, tag):
         return False
-    user.recv(source=source, tag=tag)
+    told[source] = user.recv(source=source, tag=tag)
     return True
 
 

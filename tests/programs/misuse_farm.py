@@ -3,7 +3,9 @@
 ``python misuse_farm.py MODE`` with MODE one of:
 
 * ``root=7``, ``root=-1``, ``chunksize=0``, ``schedule=bogus``,
-  ``errors=ignore``: that keyword passed to ``farm_map`` on every rank;
+  ``errors=ignore``, ``chunk_size=2``: that keyword passed to ``farm_map``
+  on every rank; ``root-only:chunksize=0``, ``rank1-only:chunksize=0``: on
+  the root, or on rank 1, only;
 * ``no-tasks``: the root passes ``tasks=None``; ``not-iterable``: ``tasks=5``;
 * ``unpicklable-task``: a task that cannot be pickled (a lambda);
 * ``break-then-farm``: the root breaks out of ``farm_imap_unordered``
@@ -42,7 +44,12 @@ def main(argv):
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
     tasks = range(20) if rank == 0 else None
-    if "=" in mode:
+    if "-only:" in mode:
+        who, option = mode.split("-only:")
+        key, value = option.split("=", 1)
+        alone = rank == (0 if who == "root" else 1)
+        farm_map(comm, square, tasks, **({key: int(value)} if alone else {}))
+    elif "=" in mode:
         key, value = mode.split("=", 1)
         option = {key: int(value) if value.lstrip("-").isdigit() else value}
         farm_map(comm, square, tasks, **option)
