@@ -28,10 +28,13 @@ class RingmpiError(Exception):
             check that all ranks made together), so that rank 0 reports it and
             every rank simply exits. Otherwise the rank that raised it reports
             it and aborts the job, since the others may be waiting on it.
+        quiet: True when another rank reports the same failure and ends the
+            job: this rank says nothing and exits with ``exit_code``.
     """
 
     exit_code = EXIT_FAILURE
     collective = False
+    quiet = False
 
 
 class UsageError(RingmpiError):

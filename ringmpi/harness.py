@@ -249,6 +249,8 @@ def _failed(exc: BaseException, size: int) -> int:
         _quiet_stdout()
         return 0
     if isinstance(exc, RingmpiError):
+        if exc.quiet:
+            return exc.exit_code
         if exc.collective:
             if _rank() == 0:
                 print_error(str(exc))

@@ -402,6 +402,24 @@ MISUSES = {
 MISUSES["misuse-rank1-only:chunksize=0"] = Case(
     3, [MISUSE, "rank1-only:chunksize=0"], 2, r"chunksize must be a whole number", seconds=15
 )
+# A root that never calls: the workers time out alike, and one speaks.
+MISUSES["misuse-root-skips"] = Case(
+    4,
+    [MISUSE, "root-skips"],
+    ANY,
+    r"the farm's root, rank 0, did not let it start within 3 s",
+    env={"RINGMPI_JOIN_TIMEOUT": "3"},
+    seconds=20,
+)
+# One worker that never calls: the root names it, the others say nothing.
+MISUSES["misuse-rank1-skips"] = Case(
+    4,
+    [MISUSE, "rank1-skips"],
+    ANY,
+    r"rank\(s\) 1 of 4 did not call the farm with root 0 within 3 s",
+    env={"RINGMPI_JOIN_TIMEOUT": "3"},
+    seconds=20,
+)
 MISUSES["misuse-only-root-calls"] = Case(
     3,
     [MISUSE, "only-root"],

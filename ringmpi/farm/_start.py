@@ -29,6 +29,14 @@ from ._outcome import Tag
 class FarmJoinError(RingmpiError):
     """Not every rank of the communicator called the farm in time."""
 
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet
+
+
+#: Seconds a worker waits for the root past the join timeout.
+ROOT_FIRST = 2.0
+
 
 class FarmUsageError(RingmpiError, ValueError):
     """The farm was called wrongly; raised alike on every rank of the farm."""
@@ -65,25 +73,37 @@ def join_telling(user, root: int, timeout: float | None, problem: str | None = N
         while waiting:
             waiting = [r for r in waiting if not _take(user, r, Tag.JOIN, told)]
             if waiting and deadline is not None and time.monotonic() > deadline:
-                raise FarmJoinError(
+                why = (
                     f"rank(s) {', '.join(map(str, waiting))} of {size} did not call the farm "
                     f"with root {root} within {timeout:g} s: every rank of the communicator "
                     "must call it, with the same root (see RINGMPI_JOIN_TIMEOUT)"
                 )
+                # The ranks that did join hear it and say nothing: one line.
+                joined = [r for r in range(size) if r != root and r not in waiting]
+                for request in [user.isend(why, dest=r, tag=Tag.GO) for r in joined]:
+                    poll.wait(request, backoff)
+                raise FarmJoinError(why)
             if waiting:
                 backoff.pause()
         for request in [user.isend(None, dest=r, tag=Tag.GO) for r in range(size) if r != root]:
             poll.wait(request, backoff)
     else:
         poll.wait(user.isend(problem, dest=root, tag=Tag.JOIN), backoff)
-        go = user.irecv(source=root, tag=Tag.GO)
-        if not poll.wait(go, backoff, None if deadline is None else deadline - time.monotonic()):
-            go.Cancel()
-            raise FarmJoinError(
-                f"the farm's root, rank {root}, did not let it start within {timeout:g} s: "
-                "every rank of the communicator must call it, with the same root (if the "
-                "root did, it names the ranks that did not)"
-            )
+        # A little longer than the root waits, so that a root that is there
+        # always speaks first.
+        end = None if deadline is None else deadline + ROOT_FIRST
+        while (go := poll.improbe(user, root, Tag.GO, None, backoff)) is None:
+            if end is not None and time.monotonic() > end:
+                # Every worker times out alike: the first one speaks.
+                speaker = 1 if root == 0 else 0
+                raise FarmJoinError(
+                    f"the farm's root, rank {root}, did not let it start within {timeout:g} s: "
+                    "every rank of the communicator must call it, with the same root",
+                    quiet=rank != speaker,
+                )
+        why = go.recv()
+        if why is not None:
+            raise FarmJoinError(why, quiet=True)  # the root reports it
     # Everyone is here: a blocking duplicate is quick now.
     first = next((p for _, p in sorted(told.items()) if p is not None), None)
     return user.Dup(), first

@@ -13,6 +13,8 @@
   ``farm_map``; prints ``done: next farm gave [...]``;
 * ``lambda``, ``local``: a function that cannot be pickled;
 * ``only-root``: only the root calls the farm (the others return);
+  ``root-skips``: every rank but the root calls it; ``rank1-skips``: every
+  rank but rank 1;
 * ``close-early``: the root stops reading ``farm_imap_unordered`` after two
   results and closes it; prints ``done: closed after N`` when every rank is out;
 * ``late-root``: the root sleeps 3 s before calling the farm; prints each
@@ -76,6 +78,9 @@ def main(argv):
             return x
 
         farm_map(comm, local, tasks)
+    elif mode in ("root-skips", "rank1-skips"):
+        if rank != (0 if mode == "root-skips" else 1):
+            farm_map(comm, square, tasks)
     elif mode == "only-root":
         if rank == 0:
             farm_map(comm, square, tasks)
