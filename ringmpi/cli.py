@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__, mpilib
 from .args import script_name
@@ -63,9 +64,17 @@ def describe() -> str:
     return "\n".join(lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    # The programs' own parser (ringmpi.args) asks MPI for the rank; this one
+    # must work without an MPI library, and says bad usage the same way.
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m ringmpi`` and ``ringmpi``: print what is there (never starts MPI)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=script_name("python -m ringmpi"),
         description="list ringmpi's programs and the MPI it would use",
     )

@@ -105,7 +105,18 @@ def test_version(pyrun, program):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_console_scripts_installed(script):
     result = mpirun.Process([str(BIN / script), "--version"], timeout=60).wait().check(0)
-    assert result.stdout.strip().endswith(f" {ringmpi.__version__}"), result.describe()
+    # Named as typed, not as python -m.
+    assert result.stdout == f"{script} {ringmpi.__version__}\n", result.describe()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_console_scripts_say_bad_usage_in_one_line(script):
+    command = [str(BIN / script), *(["fib"] if script == "ringmpi-bench" else []), "--bogus"]
+    result = mpirun.Process(command, timeout=60).wait()
+    assert result.returncode == 2, result.describe()
+    assert result.stderr_lines == [
+        f"error: unrecognized arguments: --bogus (see {script} --help)"
+    ], result.describe()
 
 
 def test_python_m_ringmpi_lists_the_programs(pyrun):
