@@ -297,3 +297,24 @@ def test_large_buffers_travel_as_one_derived_datatype():
 def test_pickled_messages_past_2_gib_are_refused_at_once():
     with pytest.raises(UsageError, match=r"--pickle sends at most 2147483647 bytes"):
         main(["--pickle", "--size", "3G"])
+
+
+def test_without_rounds_large_buffers_make_fewer_trips(monkeypatch, capsys):
+    # A sample moves about SAMPLE_BYTES a hop: here 8 KiB, so 1K..4K make
+    # 8, 4 and 2 trips, and small sizes keep the default 1000 (capped).
+    monkeypatch.setattr(ring, "SAMPLE_BYTES", 8 * 1024)
+    assert main(["--json", "--sweep", "1K:4K", "--repeat", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(t["size"], t["rounds"]) for t in report["timings"]] == [
+        (1024, 8),
+        (2048, 4),
+        (4096, 2),
+    ]
+    monkeypatch.setattr(ring, "SAMPLE_BYTES", 1 << 30)
+    assert main(["--sweep", "1:2M", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1000 rounds (fewer above 1 MiB) x 1 sample" in out.splitlines()[0]
+    # --rounds is taken as given, at every size.
+    assert main(["--json", "--sweep", "1K:4K", "--rounds", "3", "--repeat", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [t["rounds"] for t in report["timings"]] == [3, 3, 3]
