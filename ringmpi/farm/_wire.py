@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,8 @@ class Recycler:
         self.keep = keep
         self.keep_bytes = keep_bytes
         self._held: list[np.ndarray] = []
+        # Farms in two threads (an executor beside a farm) take at once.
+        self._lock = threading.Lock()
         probe = [np.empty(0, dtype=np.uint8)]
         #: the count of an array referred to only from ``_held``, seen from _free
         self._alone = self._count(probe, 0)
@@ -72,15 +75,20 @@ class Recycler:
         """Return a writable buffer of ``size`` bytes."""
         if size < OOB_MIN:
             return np.empty(size, dtype=np.uint8)
-        for i in range(len(self._held)):
-            if self._held[i].nbytes == size and self._free(i):
-                return self._held[i]
-        self.release(keep=self.keep - 1, keep_bytes=max(0, self.keep_bytes - size))
-        self._held.append(np.empty(size, dtype=np.uint8))
-        return self._held[-1]
+        with self._lock:
+            for i in range(len(self._held)):
+                if self._held[i].nbytes == size and self._free(i):
+                    return self._held[i]
+            self._release(keep=self.keep - 1, keep_bytes=max(0, self.keep_bytes - size))
+            self._held.append(np.empty(size, dtype=np.uint8))
+            return self._held[-1]
 
     def release(self, keep: int = 0, keep_bytes: int = 0) -> None:
         """Let go of dropped buffers past ``keep`` of them or ``keep_bytes`` bytes."""
+        with self._lock:
+            self._release(keep, keep_bytes)
+
+    def _release(self, keep: int, keep_bytes: int) -> None:
         count = total = 0
         for i in reversed(range(len(self._held))):  # the newest are kept
             if not self._free(i):
