@@ -121,10 +121,9 @@ def describe(exc: BaseException) -> str:
 class Journal:
     """An open journal, written on the root only. Use :meth:`open`."""
 
-    def __init__(self, path: str, db: sqlite3.Connection, lock: int, identity: Identity):
+    def __init__(self, path: str, db: sqlite3.Connection, identity: Identity):
         self.path = path
         self.db = db
-        self._lock = lock
         self.identity = identity
         #: index -> attempts already recorded
         self.attempts: dict[int, int] = {}
@@ -224,7 +223,7 @@ class Journal:
                 if force:
                     db.execute("DELETE FROM attempts WHERE idx >= ?", (identity.tasks,))
                 db.execute("COMMIT")
-            journal = cls(path, db, lock, identity)
+            journal = cls(path, db, identity)
             journal._load()
             journal._writer = journalfile.Writer(path, db, lock, syncing)
         except sqlite3.Error as exc:

@@ -27,7 +27,7 @@ _closing: dict[str, threading.Thread] = {}
 
 def connect(path: str, synchronous: str = "NORMAL") -> sqlite3.Connection:
     """Open ``path`` in WAL mode, committing without ``fsync`` by default."""
-    # Closed from another thread (close_later); never used by two at once.
+    # Written and closed by the Writer thread; never used by two at once.
     db = sqlite3.connect(path, isolation_level=None, timeout=0.5, check_same_thread=False)
     db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("PRAGMA journal_mode=WAL")
