@@ -7,20 +7,23 @@ after its last commit, with no repair. ``synchronous=NORMAL`` keeps a commit
 to one ``write`` of the log (no ``fsync``): safe against a crashed process,
 not against a machine that loses power.
 
-Tables:
+Tables (see :mod:`ringmpi.journalformat`):
 
 * ``meta(key, value)``: the run's identity (``function``, ``tasks`` count,
-  ``tasks_sha256``, ``options``) and the format ``version``.
-* ``attempts``: one row per attempt of a task: ``idx``, ``attempt`` (from 1),
-  ``ok``, ``result`` (the pickled value, or the pickled ``TaskError``),
-  ``error`` (its one-line summary), ``task`` (a short ``repr``), ``rank``,
-  ``host``, ``start`` and ``end`` (seconds since the epoch).
+  ``tasks_sha256``, ``options``) and the format ``version`` (2; a journal of
+  format 1 is rewritten when it is resumed).
+* ``chunks``: one row per chunk of outcomes, as it reached the root.
+* ``attempts``, a view: one row per attempt of a task: ``idx``, ``attempt``
+  (from 1), ``ok``, ``result`` (the pickled value, or the pickled
+  ``TaskError``), ``error`` (its one-line summary), ``task`` (a short
+  ``repr``), ``rank``, ``host``, ``start`` and ``end`` (seconds since the
+  epoch).
 
 A live run holds an exclusive ``flock`` on ``PATH-lock``, released by the
 kernel however the process ends, so a second run cannot write into it while
 ``status`` can still read it.
 
-Making, syncing and closing the file: :mod:`ringmpi.journalfile`.
+Making, writing and closing the file: :mod:`ringmpi.journalfile`.
 """
 
 from __future__ import annotations
@@ -38,33 +41,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import journalfile
+from . import journalfile, journalformat
 from .errors import RingmpiError
-
-VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS attempts (
-    idx INTEGER NOT NULL,
-    attempt INTEGER NOT NULL,
-    ok INTEGER NOT NULL,
-    result BLOB,
-    error TEXT,
-    task TEXT,
-    rank INTEGER,
-    host TEXT,
-    start REAL,
-    "end" REAL,
-    PRIMARY KEY (idx, attempt)
-);
-"""
+from .journalformat import VERSION
 
 
 class JournalError(RingmpiError):
     """The journal cannot be used; raised on every rank before any work starts."""
 
     collective = True
+
+
+class JournalWriteError(JournalError):
+    """A write to the journal failed during the run, on the root alone: the
+    root reports it and ends the job (what was committed before stays)."""
+
+    collective = False
 
 
 @dataclass(frozen=True)
@@ -99,21 +91,6 @@ class Identity:
         return f"{self.function} over {self.tasks} tasks (sha256 {self.tasks_sha256[:12]}{extra})"
 
 
-@dataclass
-class Row:
-    """One attempt of one task, as it goes into the journal."""
-
-    idx: int
-    attempt: int
-    value: Any
-    error: Any  # a TaskError, or None
-    task: str
-    rank: int | None
-    host: str | None
-    start: float | None
-    end: float | None
-
-
 def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -121,9 +98,8 @@ def describe(exc: BaseException) -> str:
 class Journal:
     """An open journal, written on the root only. Use :meth:`open`."""
 
-    def __init__(self, path: str, db: sqlite3.Connection, identity: Identity):
+    def __init__(self, path: str, identity: Identity):
         self.path = path
-        self.db = db
         self.identity = identity
         #: index -> attempts already recorded
         self.attempts: dict[int, int] = {}
@@ -180,73 +156,50 @@ class Journal:
     def _open_locked(
         cls, path: str, identity: Identity, lock: int, exists: bool, resume: bool, force: bool
     ) -> Journal:
-        syncing = None
+        db = None
         try:
-            if not exists:
-                syncing = journalfile.create(path, _SCHEMA, _meta(identity))
-            db = journalfile.connect(path)
+            journal = cls(path, identity)
             if exists:
-                db.executescript(_SCHEMA)
-            stored = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.Error as exc:
-            raise JournalError(f"{path} is not a usable journal: {describe(exc)}") from None
-        except OSError as exc:
-            raise JournalError(f"cannot create the journal {path}: {exc.strerror}") from None
-        try:
-            if exists and not stored:
-                count = db.execute("SELECT count(*) FROM attempts").fetchone()[0]
-                if count:
-                    raise JournalError(f"{path} is not a usable journal: it has no identity")
-            if stored and exists:
-                if not resume:
-                    done = db.execute(
-                        "SELECT count(DISTINCT idx) FROM attempts WHERE ok"
-                    ).fetchone()
-                    raise JournalError(
-                        f"{path} already holds a journal ({done[0]} of {stored.get('tasks')} "
-                        "tasks done): resume it (--resume) or remove it"
-                    )
-                old = Identity(
-                    stored.get("function", "?"),
-                    int(stored.get("tasks", -1)),
-                    stored.get("tasks_sha256", "?"),
-                    stored.get("options", "{}"),
-                )
-                if old != identity and not force:
-                    raise JournalError(
-                        f"{path} is the journal of another run: {old.describe()}, "
-                        f"not {identity.describe()} (--force-resume to use it anyway)"
-                    )
-            if exists:
+                db = journalfile.connect(path)
+                _check_stored(db, path, identity, resume, force)
                 db.execute("BEGIN IMMEDIATE")
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", _meta(identity))
-                if force:
-                    db.execute("DELETE FROM attempts WHERE idx >= ?", (identity.tasks,))
                 db.execute("COMMIT")
-            journal = cls(path, db, identity)
-            journal._load()
-            journal._writer = journalfile.Writer(path, db, lock, syncing)
-        except sqlite3.Error as exc:
-            raise JournalError(f"{path} is not a usable journal: {describe(exc)}") from None
+                journal._load(db)
+            # A new journal is made by the writer, while the run starts.
+            journal._writer = journalfile.Writer(path, db, lock, _meta(identity))
+        except BaseException as exc:
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+            if isinstance(exc, (sqlite3.Error, ValueError, TypeError)):
+                raise JournalError(f"{path} is not a usable journal: {describe(exc)}") from None
+            if isinstance(exc, OSError):
+                raise JournalError(f"cannot create the journal {path}: {exc.strerror}") from None
+            raise
         return journal
 
-    def _load(self) -> None:
-        """Read the final outcome of each task recorded so far."""
-        cursor = self.db.execute(
-            "SELECT idx, attempt, ok, result FROM attempts ORDER BY idx, attempt"
-        )
-        for idx, attempt, ok, blob in cursor:
-            self.attempts[idx] = max(self.attempts.get(idx, 0), attempt)
-            if self.previous.get(idx, (False, None))[0]:
-                continue  # a result stays, whatever came after
+    def _load(self, db: sqlite3.Connection) -> None:
+        """Read the final outcome of each task recorded so far (of a task
+        this run has: after ``--force-resume`` with fewer tasks, those past
+        the last stay in the file, unused)."""
+        final: dict[int, journalformat.Attempt] = {}
+        for entry in journalformat.read_attempts(db):
+            idx = entry.idx
+            if idx >= self.identity.tasks:
+                continue
+            self.attempts[idx] = max(self.attempts.get(idx, 0), entry.attempt)
+            if idx not in final or not final[idx].ok:  # a result stays, whatever came after
+                final[idx] = entry
+        for idx, entry in final.items():
             try:
-                value = pickle.loads(blob) if blob is not None else None
+                value = pickle.loads(entry.result) if entry.result is not None else None
             except Exception as exc:
                 raise JournalError(
                     f"{self.path}: the outcome of task {idx} cannot be read back: "
                     f"{type(exc).__name__}: {exc}"
                 ) from None
-            self.previous[idx] = (bool(ok), value)
+            self.previous[idx] = (entry.ok, value)
         self.done_before = sum(1 for ok, _ in self.previous.values() if ok)
 
     @property
@@ -259,55 +212,109 @@ class Journal:
             self._writer.flush()
         return self.done_before + self._writer.committed_ok
 
-    def next_attempt(self, idx: int) -> int:
-        """Count one more attempt of task ``idx`` and return its number."""
-        attempt = self.attempts.get(idx, 0) + 1
-        self.attempts[idx] = attempt
-        return attempt
+    def record(
+        self,
+        outcomes: Iterable[journalformat.Outcome],
+        rank: int | None,
+        host: str | None,
+        start: float | None,
+    ) -> None:
+        """Queue one chunk's outcomes for the writer (see
+        :class:`.journalfile.Writer`), each as one more attempt of its task.
 
-    def record(self, rows: Iterable[Row]) -> None:
-        """Queue the attempts for one transaction (see :class:`.journalfile.Writer`).
+        The values are pickled here, before the caller can change them (see
+        :func:`.journalformat.encode`).
 
         Raises:
-            JournalError: An earlier write failed.
+            JournalWriteError: An earlier write failed.
         """
-        data = []
-        ok_count = 0
-        for row in rows:
-            ok = row.error is None
-            payload = row.value if ok else row.error
-            try:
-                blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception:
-                blob = None
-            summary = None if ok else str(getattr(row.error, "summary", row.error))
-            data.append(
-                (row.idx, row.attempt, int(ok), blob, summary, row.task,
-                 row.rank, row.host, row.start, row.end)
-            )  # fmt: skip
-            ok_count += ok
+        row, ok = journalformat.encode(outcomes, self.attempts, rank, host, start)
+        if row is None:
+            return
         assert self._writer is not None
         try:
-            self._writer.put(data, ok_count)
+            self._writer.put([row], ok)
         except Exception as exc:
-            raise JournalError(f"cannot write the journal {self.path}: {describe(exc)}") from None
+            raise self._failed(exc) from None
+
+    def check(self) -> None:
+        """Raise the error of a write that failed, if one did.
+
+        Raises:
+            JournalWriteError: A write failed.
+        """
+        if self._writer is not None and self._writer.error is not None:
+            raise self._failed(self._writer.error)
+
+    def _failed(self, exc: BaseException) -> JournalWriteError:
+        done = self.done_before + (self._writer.committed_ok if self._writer else 0)
+        return JournalWriteError(
+            f"cannot write the journal {self.path}: {describe(exc)} ({done} results are "
+            "in it; rerun with --resume once it can be written)"
+        )
 
     def close(self) -> None:
         """Close the journal: the writer commits what is queued and closes
         the file in its thread.
 
         Raises:
-            JournalError: A write failed, so some rows are not in the file.
+            JournalWriteError: A write failed, so some rows are not in the file.
         """
-        writer, self._writer = self._writer, None
+        writer = self._writer
         if writer is None:
             return
         try:
             writer.flush()
         except Exception as exc:
-            raise JournalError(f"cannot write the journal {self.path}: {describe(exc)}") from None
+            raise self._failed(exc) from None
         finally:
+            self._writer = None
             writer.close()
+
+
+def _check_stored(
+    db: sqlite3.Connection, path: str, identity: Identity, resume: bool, force: bool
+) -> None:
+    """Check that the journal at ``path`` may be resumed as ``identity``,
+    and bring its tables up to this format."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    stored = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
+    version = int(stored.get("version", VERSION))
+    if version > VERSION:
+        raise JournalError(
+            f"{path} was written by a newer ringmpi (journal format {version}, this one "
+            f"reads up to {VERSION}): resume it with that version"
+        )
+    if "attempts" in tables:
+        journalformat.upgrade(db)
+    db.execute("BEGIN IMMEDIATE")
+    journalformat.make_tables(db)
+    journalformat.add_view(db)
+    db.execute("COMMIT")
+    if not stored:
+        if db.execute("SELECT count(*) FROM chunks").fetchone()[0]:
+            raise JournalError(f"{path} is not a usable journal: it has no identity")
+        return
+    if not resume:
+        raise JournalError(
+            f"{path} already holds a journal ({_done(db)} of {stored.get('tasks')} "
+            "tasks done): resume it (--resume) or remove it"
+        )
+    old = Identity(
+        stored.get("function", "?"),
+        int(stored.get("tasks", -1)),
+        stored.get("tasks_sha256", "?"),
+        stored.get("options", "{}"),
+    )
+    if old != identity and not force:
+        raise JournalError(
+            f"{path} is the journal of another run: {old.describe()}, "
+            f"not {identity.describe()} (--force-resume to use it anyway)"
+        )
+
+
+def _done(db: sqlite3.Connection) -> int:
+    return len({entry.idx for entry in journalformat.read_attempts(db) if entry.ok})
 
 
 def _meta(identity: Identity) -> list[tuple[str, str]]:

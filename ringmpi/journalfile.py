@@ -1,13 +1,14 @@
 """The journal's SQLite file: made, written, synced and closed off the run's path.
 
-A new journal is built at ``PATH-new`` without ``fsync`` and renamed into
-place; a thread then syncs it while the run starts, and the writer waits
-for that. So a new journal costs the run no ``fsync`` (SQLite needs seven to
-make a WAL database), and a crash before the rename leaves no journal, never
-half of one. Rows are committed by a writer thread (:class:`Writer`), which
-also closes the file at the end (SQLite then copies the log into the
-database, with two ``fsync`` calls). The process waits for a closed writer
-before it exits, and opening the same journal again waits for it first.
+A :class:`Writer` thread does all of it, so the run never waits on the disk:
+it makes a new journal without ``fsync`` (SQLite needs seven to make a WAL
+database) and then syncs the file and its folder once, before its first
+commit; it commits whatever has arrived in one transaction; and it closes
+the file at the end (SQLite then copies the log into the database, with two
+``fsync`` calls). A process killed while the journal is made leaves one that
+SQLite opens as it was at its last commit, never half of one. The process
+waits for a closed writer before it exits, and opening the same journal
+again waits for it first. The tables: :mod:`ringmpi.journalformat`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
+
+from . import journalformat
 
 #: journal path -> the thread closing it
 _closing: dict[str, threading.Thread] = {}
@@ -42,60 +45,68 @@ def _fsync(path: str, flags: int = os.O_RDONLY) -> None:
         os.close(fd)
 
 
-def create(path: str, schema: str, meta: Iterable[tuple[str, str]]) -> threading.Thread:
-    """Make a new journal at ``path`` with ``schema`` and the ``meta`` rows.
-
-    Returns:
-        The started thread that syncs the file and its folder; join it before
-        the first write.
+def create(path: str, meta: Iterable[tuple[str, str]]) -> sqlite3.Connection:
+    """Make a new journal at ``path`` holding the ``meta`` rows, and sync it.
 
     Raises:
         OSError: The file cannot be made.
         sqlite3.Error: SQLite cannot make it.
     """
-    new = path + "-new"
-    for leftover in (new, new + "-wal", new + "-shm", new + "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(leftover)
-    db = connect(new, synchronous="OFF")
+    db = connect(path, synchronous="OFF")
     try:
-        db.executescript(f"BEGIN; {schema}")
+        db.execute("BEGIN")
+        journalformat.make_tables(db)
         db.executemany("INSERT INTO meta VALUES (?, ?)", list(meta))
+        journalformat.add_view(db)
         db.execute("COMMIT")
-    finally:
-        db.close()
-    os.replace(new, path)
-
-    def sync() -> None:
-        with contextlib.suppress(OSError):  # then SQLite's own syncs report it
+        db.execute("PRAGMA synchronous=NORMAL")
+        with contextlib.suppress(OSError):  # a folder some file systems cannot sync
             _fsync(path, os.O_RDWR)
             _fsync(os.path.dirname(os.path.abspath(path)))
+    except BaseException:
+        db.close()
+        raise
+    return db
 
-    syncing = threading.Thread(target=sync, name="ringmpi-journal-sync")
-    syncing.start()
-    return syncing
+
+Batch = tuple[list[tuple[Any, ...]], int]
 
 
 class Writer:
     """Commits rows in a thread of its own, so the run never waits on the disk.
 
-    Batches queued while a commit runs go into the next transaction
-    together. When the writer ends (see :meth:`close`) it closes the database
-    and then the ``lock`` descriptor.
+    Given ``meta`` rather than ``db``, it first makes a new journal at
+    ``path`` (see :func:`create`). It commits at most once every
+    :attr:`INTERVAL` seconds, all that arrived since in one transaction (a
+    commit costs the root ~0.1 ms of CPU whatever it holds), and at once when
+    asked to :meth:`flush` or :meth:`close`. When the writer ends it closes
+    the database and then the ``lock`` descriptor.
     """
 
+    #: Seconds between commits, at least: what a root killed outright can lose.
+    INTERVAL = 0.02
+    #: Batches waiting, at most: a root that outruns the disk waits for it.
+    LIMIT = 64
+
     def __init__(
-        self, path: str, db: sqlite3.Connection, lock: int, syncing: threading.Thread | None
+        self,
+        path: str,
+        db: sqlite3.Connection | None,
+        lock: int,
+        meta: Iterable[tuple[str, str]] = (),
     ):
+        self.path = path
         self.db = db
         self.lock = lock
-        self.syncing = syncing
+        self.meta = list(meta)
         #: rows committed so far whose outcome is a result
         self.committed_ok = 0
         #: what stopped the writing, raised by put and flush
         self.error: Exception | None = None
-        # Bounded: a root that outruns the disk waits rather than piling up results.
-        self._queue: queue.Queue[tuple[list[tuple[Any, ...]], int] | None] = queue.Queue(64)
+        self._cond = threading.Condition()
+        self._pending: list[Batch] = []
+        self._queued = self._taken = 0  # batches put, batches committed (or dropped)
+        self._hurry = self._closed = self._ended = False
         # A daemon, so a root that fails before close cannot hang at exit;
         # _wait_all (atexit) lets every closed writer finish.
         self.thread = threading.Thread(target=self._run, name="ringmpi-journal", daemon=True)
@@ -103,60 +114,96 @@ class Writer:
         self.thread.start()
 
     def put(self, rows: list[tuple[Any, ...]], ok: int) -> None:
-        """Queue ``rows`` (``ok`` of them results) for one transaction."""
-        if self.error is not None:
-            raise self.error
-        self._queue.put((rows, ok))
+        """Queue ``rows`` of ``chunks`` (holding ``ok`` results) to be committed."""
+        with self._cond:
+            while len(self._pending) >= self.LIMIT and not self._ended:
+                self._cond.wait()
+            if self.error is not None:
+                raise self.error
+            self._pending.append((rows, ok))
+            self._queued += 1
+            if len(self._pending) in (1, self.LIMIT):
+                self._cond.notify_all()  # else the writer wakes when its interval is up
 
     def flush(self) -> None:
-        """Wait until every queued row is committed."""
-        self._queue.join()
-        if self.error is not None:
-            raise self.error
+        """Have everything queued committed now, and wait for it."""
+        with self._cond:
+            target = self._queued
+            self._hurry = True
+            self._cond.notify_all()
+            while self._taken < target and not self._ended:
+                self._cond.wait()
+            self._hurry = False
+            if self.error is not None:
+                raise self.error
 
     def close(self) -> None:
         """Let the writer commit what is queued, close the file and end."""
-        self._queue.put(None)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _next(self, last: float) -> tuple[list[Batch], bool]:
+        """Wait for batches to commit, and for the interval after the
+        ``last`` commit; return them and whether the writer was closed."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            due = last + self.INTERVAL
+            while not (self._hurry or self._closed) and len(self._pending) < self.LIMIT:
+                left = due - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            work, self._pending = self._pending, []
+            return work, self._closed
 
     def _run(self) -> None:
         try:
-            if self.syncing is not None:
-                self.syncing.join()
-            done = False
-            while not done:
-                batches = [self._queue.get()]
-                with contextlib.suppress(queue.Empty):
-                    while batches[-1] is not None:
-                        batches.append(self._queue.get_nowait())
-                done = batches[-1] is None
-                work = [batch for batch in batches if batch is not None]
+            if self.db is None:
                 try:
-                    if work and self.error is None:
+                    self.db = create(self.path, self.meta)
+                except (OSError, sqlite3.Error) as exc:
+                    self.error = exc
+            last = -self.INTERVAL
+            while True:
+                work, closed = self._next(last)
+                if not work and closed:
+                    break
+                try:
+                    if self.error is None:
                         self._commit(work)
                 except Exception as exc:
                     self.error = exc
-                finally:
-                    for _ in batches:
-                        self._queue.task_done()
+                last = time.monotonic()
+                with self._cond:
+                    self._taken += len(work)
+                    self._cond.notify_all()
         finally:
+            with self._cond:
+                if self.error is None and self._taken < self._queued:
+                    self.error = RuntimeError("the journal's writer ended early")
+                self._ended = True
+                self._cond.notify_all()
             try:
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.close()
+                if self.db is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.close()
             finally:
                 os.close(self.lock)
 
-    def _commit(self, work: list[tuple[list[tuple[Any, ...]], int]]) -> None:
+    def _commit(self, work: list[Batch]) -> None:
         # One transaction: all of it is in the file, or none of it.
-        self.db.execute("BEGIN")
+        db = self.db
+        assert db is not None
+        db.execute("BEGIN")
         try:
             for rows, _ in work:
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO attempts VALUES (?,?,?,?,?,?,?,?,?,?)", rows
-                )
+                db.executemany(journalformat.INSERT, rows)
         except BaseException:
-            self.db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        db.execute("COMMIT")
         self.committed_ok += sum(ok for _, ok in work)
 
 

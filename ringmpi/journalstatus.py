@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import heapq
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from . import journalformat
 from .journal import Identity, JournalError, describe
 
 
@@ -44,25 +47,33 @@ def summarize(path: str, slowest: int = 5) -> Summary:
                 meta["tasks_sha256"],
                 meta.get("options", "{}"),
             )
-            finals = db.execute(
-                "SELECT idx, max(ok), count(*) FROM attempts GROUP BY idx"
-            ).fetchall()
-            done = sum(1 for _, ok, _ in finals if ok)
-            failed = len(finals) - done
-            attempts = sum(n for _, _, n in finals)
-            slow = db.execute(
-                'SELECT idx, task, "end" - start, rank || "@" || host FROM attempts '
-                'WHERE ok AND start IS NOT NULL ORDER BY "end" - start DESC LIMIT ?',
-                (slowest,),
-            ).fetchall()
-            errors = db.execute(
-                "SELECT idx, task, error FROM attempts a WHERE NOT ok AND attempt = "
-                "(SELECT max(attempt) FROM attempts b WHERE b.idx = a.idx) AND NOT EXISTS "
-                "(SELECT 1 FROM attempts c WHERE c.idx = a.idx AND c.ok) ORDER BY idx LIMIT ?",
-                (slowest,),
-            ).fetchall()
+            summary = _summary(identity, journalformat.read_attempts(db), slowest)
         finally:
             db.close()
     except (sqlite3.Error, KeyError, ValueError) as exc:
         raise JournalError(f"{path} is not a usable journal: {describe(exc)}") from None
-    return Summary(identity, done, failed, attempts, slow, errors)
+    return summary
+
+
+def _summary(
+    identity: Identity, attempts: Iterable[journalformat.Attempt], slowest: int
+) -> Summary:
+    ok: set[int] = set()
+    last: dict[int, journalformat.Attempt] = {}  # the latest attempt of each task
+    count = 0
+    times = []
+    for entry in attempts:
+        if entry.idx >= identity.tasks:
+            continue  # left by a --force-resume with fewer tasks
+        count += 1
+        if entry.ok:
+            ok.add(entry.idx)
+            if entry.start is not None and entry.end is not None:
+                where = f"{entry.rank}@{entry.host}"
+                times.append((entry.end - entry.start, entry.idx, entry.task, where))
+        if entry.attempt >= last.get(entry.idx, entry).attempt:
+            last[entry.idx] = entry
+    slow = [(idx, task, took, where) for took, idx, task, where in heapq.nlargest(slowest, times)]
+    failed = sorted(idx for idx in last if idx not in ok)
+    errors = [(idx, last[idx].task, last[idx].error or "") for idx in failed[:slowest]]
+    return Summary(identity, len(ok), len(failed), count, slow, errors)

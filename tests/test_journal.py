@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sqlite3
 
 import pytest
 
 from ringmpi import journalfile
-from ringmpi.journal import Identity, Journal, JournalError, Row
+from ringmpi.journal import Identity, Journal, JournalError, JournalWriteError
 from ringmpi.journalstatus import summarize
 
 
@@ -16,8 +17,10 @@ def square(x):
     return x * x
 
 
-def _rows(indices, attempt=1):
-    return [Row(i, attempt, i * i, None, repr(i), 1, "host", 0.0, 1.0) for i in indices]
+def _record(journal, indices, start=100.0):
+    """Record the squares of ``indices`` as one chunk, each task 1 s long."""
+    outcomes = [(i, i * i, None, repr(i), start + k + 1.0) for k, i in enumerate(indices)]
+    journal.record(outcomes, 1, "host", start)
 
 
 def _stored(path):
@@ -33,7 +36,7 @@ def test_a_new_journal_holds_every_row_written_and_no_file_beside_it(tmp_path):
     identity = Identity.of(square, list(range(50)))
     journal = Journal.open(path, identity, resume=False)
     for start in range(0, 50, 10):
-        journal.record(_rows(range(start, start + 10)))
+        _record(journal, range(start, start + 10))
     assert journal.done == 50  # waits for the writer
     journal.close()
     # Reopening in the same process waits for the writer to close the file.
@@ -48,20 +51,10 @@ def test_a_new_journal_holds_every_row_written_and_no_file_beside_it(tmp_path):
     assert summarize(path).done == 50
 
 
-def test_a_leftover_of_an_interrupted_creation_is_replaced(tmp_path):
-    path = str(tmp_path / "run.db")
-    (tmp_path / "run.db-new").write_bytes(b"half a journal")
-    journal = Journal.open(path, Identity.of(square, [1, 2]), resume=False)
-    journal.record(_rows([0, 1]))
-    journal.close()
-    assert not (tmp_path / "run.db-new").exists()
-    assert summarize(path).done == 2
-
-
 def test_rows_are_committed_while_the_run_goes_on(tmp_path):
     path = str(tmp_path / "run.db")
     journal = Journal.open(path, Identity.of(square, list(range(3))), resume=False)
-    journal.record(_rows([0, 1]))
+    _record(journal, [0, 1])
     assert journal.done == 2
     # Another reader sees them before the journal is closed.
     assert summarize(path).done == 2
@@ -71,17 +64,150 @@ def test_rows_are_committed_while_the_run_goes_on(tmp_path):
 def test_a_failed_write_is_one_journal_error_and_nothing_is_counted(tmp_path):
     path = str(tmp_path / "run.db")
     journal = Journal.open(path, Identity.of(square, list(range(4))), resume=False)
-    journal.record(_rows([0]))
+    _record(journal, [0])
     assert journal.done == 1
     db = sqlite3.connect(path)  # make the next insert fail
     with db:
-        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON attempts BEGIN "
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON chunks BEGIN "
                    "SELECT RAISE(ABORT, 'disk says no'); END")  # fmt: skip
     db.close()
-    journal.record(_rows([1]))
+    journal.check()  # nothing failed yet
+    _record(journal, [1])
     assert journal.done == 1
-    with pytest.raises(JournalError, match=r"cannot write the journal .*run\.db: disk says no"):
-        journal.record(_rows([2]))
-    with pytest.raises(JournalError, match="disk says no"):
+    # The run checks while no result arrives; and the next record raises.
+    message = r"cannot write the journal .*run\.db: disk says no \(1 results are in it; rerun"
+    with pytest.raises(JournalWriteError, match=message):
+        journal.check()
+    with pytest.raises(JournalWriteError, match=message):
+        _record(journal, [2])
+    with pytest.raises(JournalWriteError, match="disk says no"):
         journal.close()
     assert [row[0] for row in _stored(path)] == [0]
+
+
+def _view(path):
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(
+            'SELECT idx, attempt, ok, result, error, task, rank, host, start, "end" '
+            "FROM attempts ORDER BY idx, attempt"
+        ).fetchall()
+    finally:
+        db.close()
+
+
+def test_the_attempts_view_shows_each_attempt_of_a_chunk(tmp_path):
+    path = str(tmp_path / "run.db")
+    journal = Journal.open(path, Identity.of(square, list(range(4))), resume=False)
+    _record(journal, [2, 0])
+    unpicklable = lambda: None  # noqa: E731
+    failed = ValueError("no good")
+    journal.record(
+        [(1, None, failed, "1", 12.0), (3, unpicklable, None, "3", 13.0), (1, 1, None, "1", 14.0)],
+        2, "other", 10.0,
+    )  # fmt: skip
+    journal.close()
+    journalfile.wait_closed(path)
+    rows = _view(path)
+    assert [row[:3] for row in rows] == [(0, 1, 1), (1, 1, 0), (1, 2, 1), (2, 1, 1)]
+    assert [pickle.loads(row[3]) for row in rows if row[2]] == [0, 1, 4]
+    assert str(pickle.loads(rows[1][3])) == "no good" and rows[1][4] == "no good"
+    # Each task starts when the one before it in its chunk ended.
+    assert [row[5:] for row in rows] == [
+        ("0", 1, "host", 101.0, 102.0),
+        ("1", 2, "other", 10.0, 12.0),
+        ("1", 2, "other", 12.0, 14.0),
+        ("2", 1, "host", 100.0, 101.0),
+    ]
+    # The value that cannot be pickled is not in the journal: a resume runs it.
+    again = Journal.open(path, Identity.of(square, list(range(4))), resume=True)
+    assert again.previous == {0: (True, 0), 1: (True, 1), 2: (True, 4)}
+    assert again.attempts == {0: 1, 1: 2, 2: 1}
+    again.close()
+    assert summarize(path).done == 3 and summarize(path).attempts == 4
+
+
+def _format_1_journal(path, identity):
+    """A journal as ringmpi wrote it before chunks: one row per attempt."""
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE attempts (idx INTEGER NOT NULL, attempt INTEGER NOT NULL, "
+            "ok INTEGER NOT NULL, result BLOB, error TEXT, task TEXT, rank INTEGER, "
+            'host TEXT, start REAL, "end" REAL, PRIMARY KEY (idx, attempt))'
+        )
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [
+            ("version", "1"), ("function", identity.function), ("tasks", str(identity.tasks)),
+            ("tasks_sha256", identity.tasks_sha256), ("options", identity.options),
+        ])  # fmt: skip
+        db.executemany("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+            (0, 1, 1, pickle.dumps(0), None, "0", 1, "a", 1.0, 2.0),
+            (1, 1, 0, pickle.dumps(ValueError("once")), "once", "1", 2, "b", 1.0, 3.0),
+            (1, 2, 1, pickle.dumps(1), None, "1", 1, "a", 2.0, 4.0),
+            (2, 1, 0, pickle.dumps(ValueError("twice")), "twice", "2", 2, "b", 3.0, 5.0),
+        ])  # fmt: skip
+    db.close()
+
+
+def test_a_journal_of_format_1_is_read_as_it_is_and_rewritten_when_resumed(tmp_path):
+    path = str(tmp_path / "run.db")
+    identity = Identity.of(square, list(range(4)))
+    _format_1_journal(path, identity)
+    before = summarize(path)  # read-only: --status does not rewrite it
+    assert (before.done, before.failed, before.missing, before.attempts) == (2, 1, 1, 4)
+    assert before.errors == [(2, "2", "twice")]
+    journal = Journal.open(path, identity, resume=True)
+    assert journal.previous[0] == (True, 0) and journal.previous[1] == (True, 1)
+    assert journal.previous[2][0] is False and str(journal.previous[2][1]) == "twice"
+    assert journal.attempts == {0: 1, 1: 2, 2: 1}
+    _record(journal, [3])
+    journal.close()
+    journalfile.wait_closed(path)
+    assert [row[:3] for row in _view(path)] == [
+        (0, 1, 1),
+        (1, 1, 0),
+        (1, 2, 1),
+        (2, 1, 0),
+        (3, 1, 1),
+    ]
+    after = summarize(path)
+    assert (after.done, after.failed, after.missing, after.attempts) == (3, 1, 0, 5)
+
+
+def test_a_journal_of_a_newer_format_or_with_damaged_rows_is_refused(tmp_path):
+    path = str(tmp_path / "run.db")
+    identity = Identity.of(square, [1, 2])
+    journal = Journal.open(path, identity, resume=False)
+    _record(journal, [0])
+    journal.close()
+    journalfile.wait_closed(path)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE meta SET value = '3' WHERE key = 'version'")
+    with pytest.raises(JournalError, match=r"written by a newer ringmpi \(journal format 3"):
+        Journal.open(path, identity, resume=True)
+    with db:
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'version'")
+        db.execute("UPDATE chunks SET outcomes = '[[0, 1'")
+    db.close()
+    with pytest.raises(JournalError, match=r"run\.db is not a usable journal"):
+        Journal.open(path, identity, resume=True)
+    with pytest.raises(JournalError, match=r"run\.db is not a usable journal"):
+        summarize(path)
+
+
+def test_another_run_is_refused_unless_forced_and_forced_keeps_its_own_tasks(tmp_path):
+    path = str(tmp_path / "run.db")
+    journal = Journal.open(path, Identity.of(square, list(range(4))), resume=False)
+    _record(journal, [0, 1, 2, 3])
+    journal.close()
+    fewer = Identity.of(square, [0, 1])
+    with pytest.raises(JournalError, match=r"journal of another run: .*square over 4 tasks"):
+        Journal.open(path, fewer, resume=True)
+    forced = Journal.open(path, fewer, resume=True, force=True)
+    assert forced.previous == {0: (True, 0), 1: (True, 1)} and forced.done == 2
+    forced.close()
+    # The identity is now the forced run's; entries past its tasks are not counted.
+    summary = summarize(path)
+    assert (summary.identity, summary.done, summary.missing, summary.attempts) == (fewer, 2, 0, 2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..journal import Identity, Journal, JournalError, Row
+from ..journal import Identity, Journal, JournalError
 from . import _stop
 from ._outcome import Errors, FarmStats, Outcome, short_repr
 from ._stop import FarmStopped, Stop
@@ -76,7 +76,8 @@ class Resumable:
                 self._todo.append(index)
         self._final = len(kept)
         self._results = self._journal.done
-        errors = [value for index, value in kept if index not in self._done_indices()]
+        done = self._done_indices()
+        errors = [value for index, value in kept if index not in done]
         self.stats.errors.extend(errors)
         if kept and self.progress is not None:
             self.progress(len(kept), len(tasks))
@@ -108,16 +109,14 @@ class Resumable:
     def _record(self, outcomes: list[Outcome], tasks: list[Any]) -> None:
         journal = self._journal
         assert journal is not None
-        rank = getattr(outcomes, "rank", None)
-        host = getattr(outcomes, "host", None)
+        todo = self._todo
         ends = getattr(outcomes, "ends", None) or [None] * len(outcomes)
-        start = getattr(outcomes, "start", None)
-        rows = []
-        for (index, value, error), end in zip(outcomes, ends):
-            original = self._todo[index]
-            rows.append(
-                Row(original, journal.next_attempt(original), value, error,
-                    short_repr(tasks[index], 60), rank, host, start, end)
-            )  # fmt: skip
-            start = end
-        journal.record(rows)
+        journal.record(
+            [
+                (todo[index], value, error, short_repr(tasks[index], 60), end)
+                for (index, value, error), end in zip(outcomes, ends)
+            ],
+            getattr(outcomes, "rank", None),
+            getattr(outcomes, "host", None),
+            getattr(outcomes, "start", None),
+        )
