@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import config, poll
 from ..errors import mark_degraded
+from ..journal import JournalError
 from . import _shared
 from ._farm_root import RootRun
 from ._ft import leave
@@ -234,6 +235,11 @@ class Farm(RootRun):
                 else:
                     self._serve(comm, ft)
                     self._agree_on_stop(comm, ft, 0)
+        except BaseException:
+            if self._journal is not None:  # the error says what went wrong
+                with contextlib.suppress(JournalError):
+                    self._journal.close()
+            raise
         finally:
             if self._journal is not None:
                 self._journal.close()

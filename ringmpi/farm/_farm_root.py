@@ -128,6 +128,7 @@ class RootRun(Resumable):
             ft=ft, stop_on_error=self.errors is Errors.RAISE,
             task_timeout=self.task_timeout, tracer=tracer,
             retries=self.retries, stop=self._stop,
+            watch=self._journal.check if self._journal is not None else None,
         )  # fmt: skip
         dispatcher.start(active, idle, root_computes)
         try:

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .. import poll
@@ -65,6 +65,7 @@ class Dispatcher(Recovery):
         tracer: Tracer | None = None,
         retries: int = 0,
         stop: Stop | None = None,
+        watch: Callable[[], None] | None = None,
     ):
         self.comm, self.root, self.host = comm, root, host
         self.tasks = tasks
@@ -96,6 +97,8 @@ class Dispatcher(Recovery):
         self.stop = stop
         #: stopped on a signal with chunks still in flight
         self.abandoned = False
+        #: called while nothing arrives; raises to end the run (the journal's check)
+        self.watch = watch
 
     # -- handing out ------------------------------------------------------------
 
@@ -253,6 +256,8 @@ class Dispatcher(Recovery):
         if arrived:
             self.backoff.reset()
         else:
+            if self.watch is not None:
+                self.watch()
             self.check_deadlines()
         return arrived
 
