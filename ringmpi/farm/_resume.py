@@ -63,8 +63,8 @@ class Resumable:
         problem = comm.bcast(problem, root=self.root)
         if problem is not None:
             raise JournalError(problem)
-        if self._journal is None:
-            return []
+        if self._journal is None or not self._journal.previous:
+            return []  # no journal, or nothing in it yet: every task runs
         kept: list[tuple[int, Any]] = []
         self._todo = []
         rerun_failed = self.resume == "failed" or self.errors is Errors.RAISE
