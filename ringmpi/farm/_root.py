@@ -269,11 +269,14 @@ class Dispatcher(Recovery):
         status = MPI.Status()
         try:
             message = poll.improbe(self.comm, MPI.ANY_SOURCE, Tag.RESULT, status, self.backoff)
-            if message is not None:
+            # Every result already here first, each worker handed its next
+            # chunk, and only then the journal and the caller's loop.
+            while message is not None:
                 rank = status.Get_source()
                 outcomes, busy = _wire.received(self.comm, message.recv(), rank)
                 self.on_result(rank, outcomes, busy)
                 arrived.append(outcomes)
+                message = self.comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)
         except MPI.Exception as exc:
             if not (self.ft and _ft.is_loss(exc)):
                 raise
