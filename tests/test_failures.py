@@ -529,8 +529,9 @@ def test_launcher_mismatch():
     assert "launcher started 2 processes" in results[0].error_lines[0]
 
 
-def test_closing_imap_early_releases_every_rank():
-    result = helper.run_mpiexec(3, MISUSE, "close-early", timeout=60)
+@pytest.mark.parametrize("mode", ["close-early", "close-early-grace"])
+def test_closing_imap_early_releases_every_rank(mode):
+    result = helper.run_mpiexec(3, MISUSE, mode, timeout=60)
     assert result.returncode == 0, result.describe()
     assert "done: closed after 2" in result.stdout, result.describe()
     assert result.leftovers == [], result.describe()
@@ -590,8 +591,9 @@ def test_results_to_a_full_stdout_are_an_error():
     )
 
 
-def test_a_half_read_imap_does_not_hold_the_next_farm():
-    result = helper.run_mpiexec(3, MISUSE, "break-then-farm", timeout=60)
+@pytest.mark.parametrize("mode", ["break-then-farm", "break-then-farm-grace"])
+def test_a_half_read_imap_does_not_hold_the_next_farm(mode):
+    result = helper.run_mpiexec(3, MISUSE, mode, timeout=60)
     assert result.returncode == 0, result.describe()
     assert "done: next farm gave [0, 1, 4, 9, 16]" in result.stdout, result.describe()
     assert result.leftovers == [], result.describe()

@@ -12,7 +12,7 @@ from typing import Any
 from .. import config, poll
 from ..errors import mark_degraded
 from ..journal import JournalError
-from . import _shared
+from . import _shared, _stop
 from ._farm_root import RootRun
 from ._ft import leave
 from ._options import check_or_defer
@@ -229,8 +229,13 @@ class Farm(RootRun):
                     assert tasks is not None
                     yield from kept
                     work = [tasks[i] for i in self._todo]
-                    for index, value in self._root(comm, work, layout, ft, begin, offsets):
-                        yield self._todo[index], value
+                    try:
+                        for index, value in self._root(comm, work, layout, ft, begin, offsets):
+                            yield self._todo[index], value
+                    except GeneratorExit:
+                        if self._stop is not None:  # the workers wait to agree on a stop
+                            _stop.agree(comm, 0, ft)
+                        raise
                     self._agree_on_stop(comm, ft, len(tasks))
                 else:
                     self._serve(comm, ft)

@@ -10,13 +10,15 @@
 * ``unpicklable-task``: a task that cannot be pickled (a lambda);
 * ``break-then-farm``: the root breaks out of ``farm_imap_unordered``
   without closing it (the iterator stays referenced), then every rank calls
-  ``farm_map``; prints ``done: next farm gave [...]``;
+  ``farm_map``; prints ``done: next farm gave [...]``; ``break-then-farm-grace``:
+  the same with a stop signal handled (``grace=5``);
 * ``lambda``, ``local``: a function that cannot be pickled;
 * ``only-root``: only the root calls the farm (the others return);
   ``root-skips``: every rank but the root calls it; ``rank1-skips``: every
   rank but rank 1;
 * ``close-early``: the root stops reading ``farm_imap_unordered`` after two
   results and closes it; prints ``done: closed after N`` when every rank is out;
+  ``close-early-grace``: the same with a stop signal handled (``grace=5``);
 * ``late-root``: the root sleeps 3 s before calling the farm; prints each
   worker's CPU seconds per wall second spent in the farm.
 """
@@ -61,9 +63,11 @@ def main(argv):
         farm_map(comm, square, 5 if rank == 0 else None)
     elif mode == "unpicklable-task":
         farm_map(comm, square, [1, 2, lambda: 3, 4] if rank == 0 else None, chunksize=1)
-    elif mode == "break-then-farm":
+    elif mode in ("break-then-farm", "break-then-farm-grace"):
         # Left half-read without close(): the next farm must still start.
-        kept = farm_imap_unordered(comm, slow, range(40) if rank == 0 else None, chunksize=1)
+        grace = 5.0 if mode.endswith("-grace") else None
+        tasks = range(40) if rank == 0 else None
+        kept = farm_imap_unordered(comm, slow, tasks, chunksize=1, grace=grace)
         for got, _ in enumerate(kept, 1):
             if got == 2:
                 break
@@ -84,8 +88,10 @@ def main(argv):
     elif mode == "only-root":
         if rank == 0:
             farm_map(comm, square, tasks)
-    elif mode == "close-early":
-        results = farm_imap_unordered(comm, slow, range(40) if rank == 0 else None, chunksize=1)
+    elif mode in ("close-early", "close-early-grace"):
+        grace = 5.0 if mode == "close-early-grace" else None
+        tasks = range(40) if rank == 0 else None
+        results = farm_imap_unordered(comm, slow, tasks, chunksize=1, grace=grace)
         got = 0
         for _ in results:
             got += 1
