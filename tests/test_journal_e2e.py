@@ -264,26 +264,30 @@ def test_refusals_before_any_work(tmp_path):
 
 def test_a_journal_that_fails_mid_run_ends_the_job_with_one_line(tmp_path):
     """A write that fails mid-run (a full disk, here a trigger that refuses
-    every new row) ends the job at once, even while no result arrives; what
-    was committed before stays, and a rerun resumes from it."""
-    db = tmp_path / "run.db"
+    every new row) ends the job at once; what was committed before stays,
+    and a rerun resumes from it."""
+    db, gate = tmp_path / "run.db", tmp_path / "gate"
     args = farm_args(tmp_path, "--resume")
-    process = helper.start_mpiexec(RANKS, *args, *HOLD, timeout=90)
-    wait_until(process, lambda: done_rows(db) >= 10, "10 rows")
+    # Tasks from 20 on wait for the gate: the first 20 results are in the
+    # journal before the trigger, and more arrive after it, on any machine.
+    held = ["--hold-from", "20", "--hold-until", str(gate)]
+    process = helper.start_mpiexec(RANKS, *args, *held, timeout=90)
+    wait_until(process, lambda: done_rows(db) >= 20, "20 rows")
     con = sqlite3.connect(db, timeout=5)
     with con:
         con.execute("CREATE TRIGGER refuse BEFORE INSERT ON chunks BEGIN "
                     "SELECT RAISE(ABORT, 'disk says no'); END")  # fmt: skip
-    kept = done_rows(db)
+    gate.touch()
     result = wait_all_gone(process, 20)
     assert result.returncode == 1 and not result.leftovers, result.describe()
     assert "Traceback" not in result.stderr and "done:" not in result.stdout, result.describe()
     assert len(result.error_lines) == 1, result.describe()
     assert re.match(
         rf"^error: cannot write the journal {re.escape(str(db))}: disk says no "
-        rf"\({kept} results are in it; rerun with --resume once it can be written\)$",
+        r"\(20 results are in it; rerun with --resume once it can be written\)$",
         result.error_lines[0],
     ), result.describe()
+    assert done_rows(db) == 20
     with con:
         con.execute("DROP TRIGGER refuse")
     con.close()

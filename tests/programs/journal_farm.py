@@ -1,7 +1,8 @@
 """A journaled farm for the journal tests: each task leaves a trace in files.
 
 ``python journal_farm.py --journal PATH --count FILE [--resume] [--retries K]
-[--grace S] [--fail-once DIR] [--tasks N] [--n FIB_N] [--hold-from K]``
+[--grace S] [--fail-once DIR] [--tasks N] [--n FIB_N] [--hold-from K
+[--hold-until FILE]]``
 
 Task ``i`` appends ``i`` to ``--count`` when it starts computing (so the test
 can count the tasks computed over all runs), computes ``fib(--n)`` by naive
@@ -9,7 +10,8 @@ recursion, and returns ``(i, fib)``. With ``--fail-once DIR`` a task raises
 the first time it runs (it leaves ``DIR/i`` behind). On success rank 0 checks
 every result and prints ``done: verified N``. With ``--hold-from K`` tasks from
 index K on never end, so a run cannot get past K results, however fast the
-machine: the test kills it there.
+machine: the test kills it there; with ``--hold-until FILE`` too, they wait
+only until FILE exists (the test opens the gate when it is ready).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ def task(i: int) -> tuple[int, int]:
     finally:
         os.close(fd)
     if ARGS.hold_from is not None and i >= ARGS.hold_from:
-        while True:  # held until the test kills the job
-            time.sleep(0.05)
+        # Held until the test kills the job, or opens the gate.
+        while not (ARGS.hold_until and os.path.exists(ARGS.hold_until)):
+            time.sleep(0.02)
     if ARGS.fail_once:
         marker = os.path.join(ARGS.fail_once, str(i))
         if not os.path.exists(marker):
@@ -58,6 +61,7 @@ def main(argv):
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--errors", default="raise")
     parser.add_argument("--hold-from", type=int, default=None)
+    parser.add_argument("--hold-until", default=None)
     parser.parse_args(argv, namespace=ARGS)
     farm = Farm(
         MPI.COMM_WORLD,
