@@ -65,6 +65,14 @@ def wait_all_gone(process: helper.Process, seconds: float) -> helper.Result:
     return process.wait()
 
 
+def one_error_line(result: helper.Result, pattern: str) -> re.Match[str]:
+    """Assert that the job printed exactly one error line, matching ``pattern``."""
+    assert len(result.error_lines) == 1, result.describe()
+    match = re.match(pattern, result.error_lines[0])
+    assert match, result.describe()
+    return match
+
+
 def farm_args(tmp_path: Path, *extra: str, tasks: int = 200, n: int = 21) -> list[str]:
     return [
         PROGRAM, "--journal", str(tmp_path / "run.db"), "--count", str(tmp_path / "count"),
@@ -161,9 +169,7 @@ def test_clean_stop(tmp_path, sig, to):
         rf"^error: stopped by {name}: (\d+) of 200 results are in "
         rf"{re.escape(str(db))}; rerun with --resume$"
     )
-    assert len(result.error_lines) == 1, result.describe()
-    match = re.match(pattern, result.error_lines[0])
-    assert match, result.describe()
+    match = one_error_line(result, pattern)
     assert int(match.group(1)) == done_rows(db) >= 20
     assert "done: verified" not in result.stdout
     helper.run_mpiexec(RANKS, *args, timeout=90).check(0)
@@ -181,12 +187,11 @@ def test_clean_stop_without_journal_says_what_was_lost(tmp_path):
         os.kill(pid, signal.SIGTERM)
     result = process.wait()
     assert result.returncode == 128 + signal.SIGTERM, result.describe()
-    assert len(result.error_lines) == 1, result.describe()
-    assert re.match(
+    one_error_line(
+        result,
         r"^error: stopped by SIGTERM: \d+ of 200 results were lost; "
         r"run with --journal PATH to keep them next time$",
-        result.error_lines[0],
-    ), result.describe()
+    )
 
 
 def attempts(db: Path) -> list[tuple[int, int, int, int]]:
@@ -281,12 +286,11 @@ def test_a_journal_that_fails_mid_run_ends_the_job_with_one_line(tmp_path):
     result = wait_all_gone(process, 20)
     assert result.returncode == 1 and not result.leftovers, result.describe()
     assert "Traceback" not in result.stderr and "done:" not in result.stdout, result.describe()
-    assert len(result.error_lines) == 1, result.describe()
-    assert re.match(
+    one_error_line(
+        result,
         rf"^error: cannot write the journal {re.escape(str(db))}: disk says no "
         r"\(20 results are in it; rerun with --resume once it can be written\)$",
-        result.error_lines[0],
-    ), result.describe()
+    )
     assert done_rows(db) == 20
     with con:
         con.execute("DROP TRIGGER refuse")
