@@ -275,8 +275,8 @@ class Journal:
 def _check_stored(
     db: sqlite3.Connection, path: str, identity: Identity, resume: bool, force: bool
 ) -> None:
-    """Check that the journal at ``path`` may be resumed as ``identity``,
-    and bring its tables up to this format."""
+    """Check that the journal at ``path`` may be resumed as ``identity``;
+    then bring its tables up to this format."""
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     stored = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
     version = int(stored.get("version", VERSION))
@@ -285,32 +285,34 @@ def _check_stored(
             f"{path} was written by a newer ringmpi (journal format {version}, this one "
             f"reads up to {VERSION}): resume it with that version"
         )
+    if stored and not resume:
+        raise JournalError(
+            f"{path} already holds a journal ({_done(db)} of {stored.get('tasks')} "
+            "tasks done): resume it (--resume) or remove it"
+        )
+    empty = (
+        not tables & {"chunks", "attempts"} or next(journalformat.read_attempts(db), None) is None
+    )
+    if not stored and not empty:
+        raise JournalError(f"{path} is not a usable journal: it has no identity")
+    if stored:
+        old = Identity(
+            stored.get("function", "?"),
+            int(stored.get("tasks", -1)),
+            stored.get("tasks_sha256", "?"),
+            stored.get("options", "{}"),
+        )
+        if old != identity and not force:
+            raise JournalError(
+                f"{path} is the journal of another run: {old.describe()}, "
+                f"not {identity.describe()} (--force-resume to use it anyway)"
+            )
     if "attempts" in tables:
         journalformat.upgrade(db)
     db.execute("BEGIN IMMEDIATE")
     journalformat.make_tables(db)
     journalformat.add_view(db)
     db.execute("COMMIT")
-    if not stored:
-        if db.execute("SELECT count(*) FROM chunks").fetchone()[0]:
-            raise JournalError(f"{path} is not a usable journal: it has no identity")
-        return
-    if not resume:
-        raise JournalError(
-            f"{path} already holds a journal ({_done(db)} of {stored.get('tasks')} "
-            "tasks done): resume it (--resume) or remove it"
-        )
-    old = Identity(
-        stored.get("function", "?"),
-        int(stored.get("tasks", -1)),
-        stored.get("tasks_sha256", "?"),
-        stored.get("options", "{}"),
-    )
-    if old != identity and not force:
-        raise JournalError(
-            f"{path} is the journal of another run: {old.describe()}, "
-            f"not {identity.describe()} (--force-resume to use it anyway)"
-        )
 
 
 def _done(db: sqlite3.Connection) -> int:

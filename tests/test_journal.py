@@ -157,6 +157,13 @@ def test_a_journal_of_format_1_is_read_as_it_is_and_rewritten_when_resumed(tmp_p
     before = summarize(path)  # read-only: --status does not rewrite it
     assert (before.done, before.failed, before.missing, before.attempts) == (2, 1, 1, 4)
     assert before.errors == [(2, "2", "twice")]
+    with pytest.raises(JournalError, match=r"already holds a journal \(2 of 4 tasks done\)"):
+        Journal.open(path, identity, resume=False)
+    db = sqlite3.connect(path)  # refused: left as it was
+    assert db.execute("SELECT type FROM sqlite_master WHERE name = 'attempts'").fetchone() == (
+        "table",
+    )
+    db.close()
     journal = Journal.open(path, identity, resume=True)
     assert journal.previous[0] == (True, 0) and journal.previous[1] == (True, 1)
     assert journal.previous[2][0] is False and str(journal.previous[2][1]) == "twice"
