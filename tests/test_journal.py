@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import sqlite3
+import time
 
 import pytest
 
@@ -218,3 +219,30 @@ def test_another_run_is_refused_unless_forced_and_forced_keeps_its_own_tasks(tmp
     # The identity is now the forced run's; entries past its tasks are not counted.
     summary = summarize(path)
     assert (summary.identity, summary.done, summary.missing, summary.attempts) == (fewer, 2, 0, 2)
+
+
+def test_the_writer_commits_at_most_once_an_interval_and_at_once_when_flushed(
+    tmp_path, monkeypatch
+):
+    commits = []
+    commit = journalfile.Writer._commit
+    monkeypatch.setattr(journalfile.Writer, "_commit", lambda self, work: commits.append(
+        len(work)) or commit(self, work))  # fmt: skip
+    path = str(tmp_path / "run.db")
+    journal = Journal.open(path, Identity.of(square, list(range(200))), resume=False)
+    began = time.monotonic()
+    for start in range(0, 200, 2):
+        _record(journal, [start, start + 1])
+    took = time.monotonic() - began
+    assert journal.done == 200 and sum(commits) == 100
+    # One commit when the first chunk came, then one an interval at most, and
+    # the last when asked (journal.done flushes).
+    assert len(commits) <= 2 + took / journalfile.Writer.INTERVAL, (commits, took)
+    # Flushing does not wait for the interval.
+    monkeypatch.setattr(journalfile.Writer, "INTERVAL", 60.0)
+    _record(journal, [0])  # a second attempt
+    began = time.monotonic()
+    journal.close()
+    assert time.monotonic() - began < 30
+    journalfile.wait_closed(path)
+    assert summarize(path).attempts == 201
