@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from . import fib as fibmod
 from . import fibreport, journalstatus
-from .errors import EXIT_FAILURE
+from .errors import EXIT_FAILURE, OutputClosed
 from .farm import Farm, FarmError, FarmStats, FarmTimeout
 from .fibargs import (  # noqa: F401 - re-exported: they were defined here
     DEFAULT_GRACE,
@@ -23,7 +23,14 @@ from .fibargs import (  # noqa: F401 - re-exported: they were defined here
     non_negative_float,
     parse_tasks,
 )
-from .harness import RingmpiError, UsageError, launch, print_result, start_watchdog
+from .harness import (
+    RingmpiError,
+    UsageError,
+    launch,
+    print_result,
+    quiet_stdout,
+    start_watchdog,
+)
 from .progress import ProgressBar
 
 
@@ -205,7 +212,7 @@ def status(argv: Sequence[str] | None = None) -> int:
     if args.journal is None:
         raise UsageError("--status needs --journal PATH")
     summary = journalstatus.summarize(args.journal)
-    print(fibreport.format_status(args.journal, summary), flush=True)
+    print_result(fibreport.format_status(args.journal, summary))
     return 0
 
 
@@ -216,6 +223,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     if "--status" in words:
         try:
             return status(words)
+        except OutputClosed:  # | head
+            quiet_stdout()
+            return 0
         except RingmpiError as exc:
             sys.stderr.write(f"error: {exc}\n")
             return exc.exit_code or EXIT_FAILURE

@@ -76,7 +76,7 @@ def print_result(text: str, file: str | None = None) -> None:
         raise OutputError(f"cannot write the results to {where}: {exc.strerror or exc}") from None
 
 
-def _quiet_stdout() -> None:
+def quiet_stdout() -> None:
     """Point stdout at /dev/null, so that flushing it at exit cannot fail."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
@@ -246,7 +246,7 @@ def _failed(exc: BaseException, size: int) -> int:
     the others may be waiting on it.
     """
     if isinstance(exc, OutputClosed):
-        _quiet_stdout()
+        quiet_stdout()
         return 0
     if isinstance(exc, RingmpiError):
         if exc.quiet:

@@ -125,10 +125,19 @@ class Journal:
                 it, it is not a journal, or it belongs to another run.
         """
         path = os.fspath(path)
+        if path in ("", ":memory:"):  # SQLite would keep it in memory: nothing kept
+            raise JournalError(f"the journal must be a file, not {path!r}")
         journalfile.wait_closed(path)
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise JournalError(f"cannot create the journal {path}: no folder {folder}")
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise JournalError(f"cannot use {path} as a journal: it is not a file")
+        if len(os.fsencode(os.path.abspath(path))) > journalfile.MAX_PATH:
+            raise JournalError(
+                f"cannot create the journal {path}: its full path is longer than the "
+                f"{journalfile.MAX_PATH} bytes SQLite takes"
+            )
         exists = os.path.exists(path) and os.path.getsize(path) > 0
         if not os.access(folder, os.W_OK) or (exists and not os.access(path, os.W_OK)):
             raise JournalError(f"cannot write the journal {path}: read-only")
@@ -186,14 +195,17 @@ class Journal:
         final: dict[int, journalformat.Attempt] = {}
         for entry in journalformat.read_attempts(db):
             idx = entry.idx
-            if idx >= self.identity.tasks:
+            if idx >= self.identity.tasks or idx < 0:
                 continue
             self.attempts[idx] = max(self.attempts.get(idx, 0), entry.attempt)
+            if entry.result is None:
+                continue  # nothing to give back (an error that could not be pickled): run it again
             if idx not in final or not final[idx].ok:  # a result stays, whatever came after
                 final[idx] = entry
         for idx, entry in final.items():
+            assert entry.result is not None  # see above
             try:
-                value = pickle.loads(entry.result) if entry.result is not None else None
+                value = pickle.loads(entry.result)
             except Exception as exc:
                 raise JournalError(
                     f"{self.path}: the outcome of task {idx} cannot be read back: "
@@ -247,6 +259,8 @@ class Journal:
             raise self._failed(self._writer.error)
 
     def _failed(self, exc: BaseException) -> JournalWriteError:
+        if self._writer is not None and self._writer.db is None:
+            return JournalWriteError(f"cannot create the journal {self.path}: {describe(exc)}")
         done = self.done_before + (self._writer.committed_ok if self._writer else 0)
         return JournalWriteError(
             f"cannot write the journal {self.path}: {describe(exc)} ({done} results are "
@@ -278,8 +292,12 @@ def _check_stored(
     """Check that the journal at ``path`` may be resumed as ``identity``;
     then bring its tables up to this format."""
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables - {"meta", "chunks", "attempts"}:
+        raise JournalError(f"{path} is an SQLite database but not a ringmpi journal")
     stored = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
-    version = int(stored.get("version", VERSION))
+    version = int(stored.get("version", VERSION)) if stored.get("version", "1").isdigit() else -1
+    if version < 1:
+        raise JournalError(f"{path} is not a usable journal: its format is {stored['version']!r}")
     if version > VERSION:
         raise JournalError(
             f"{path} was written by a newer ringmpi (journal format {version}, this one "

@@ -24,8 +24,12 @@ from typing import Any
 
 from . import journalformat
 
-#: journal path -> the thread closing it
-_closing: dict[str, threading.Thread] = {}
+#: The longest full path SQLite opens (its SQLITE_MAX_PATHNAME, less room
+#: for the "-wal" and "-shm" beside it).
+MAX_PATH = 500
+
+#: journal path -> its writer in this process, until it has ended
+_writers: dict[str, Writer] = {}
 
 
 def connect(path: str, synchronous: str = "NORMAL") -> sqlite3.Connection:
@@ -112,7 +116,7 @@ class Writer:
         # A daemon, so a root that fails before close cannot hang at exit;
         # _wait_all (atexit) lets every closed writer finish.
         self.thread = threading.Thread(target=self._run, name="ringmpi-journal", daemon=True)
-        _closing[os.path.abspath(path)] = self.thread
+        _writers[os.path.abspath(path)] = self
         self.thread.start()
 
     def put(self, rows: list[tuple[Any, ...]], ok: int) -> None:
@@ -144,6 +148,11 @@ class Writer:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     def _next(self, last: float) -> tuple[list[Batch], bool]:
         """Wait for batches to commit, and for the interval after the
@@ -210,13 +219,19 @@ class Writer:
 
 
 def wait_closed(path: str) -> None:
-    """Wait until this process has closed the journal at ``path``."""
-    pending = _closing.pop(os.path.abspath(path), None)
-    if pending is not None:
-        pending.join()
+    """Wait until this process has closed the journal at ``path``, if it
+    was closing it (one still open is left to its owner)."""
+    writer = _writers.get(os.path.abspath(path))
+    if writer is not None and writer.closed:
+        writer.thread.join()
+        _writers.pop(os.path.abspath(path), None)
 
 
 @atexit.register
 def _wait_all() -> None:
-    for path in list(_closing):
-        wait_closed(path)
+    """At exit, let every writer commit what it holds and close its file
+    (one whose journal was never closed too: nothing else will use it)."""
+    for writer in list(_writers.values()):
+        writer.close()
+        writer.thread.join()
+    _writers.clear()

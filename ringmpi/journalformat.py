@@ -149,16 +149,38 @@ def read_attempts(db: sqlite3.Connection) -> Iterator[Attempt]:
         return
     rows = db.execute("SELECT rank, host, start, outcomes, results FROM chunks ORDER BY rowid")
     for rank, host, first, outcomes, results in rows:
-        blob = memoryview(results) if results is not None else memoryview(b"")
+        blob = memoryview(results) if isinstance(results, bytes) else memoryview(b"")
         offset, start = 0, first
-        for entry in json.loads(outcomes):
-            idx, attempt, after, size, task = entry[:5]
-            error = entry[5] if len(entry) > 5 else None
+        entries = json.loads(outcomes)
+        if not isinstance(entries, list):
+            raise ValueError(f"a chunk's outcomes are {outcomes!r}, not a list")
+        for entry in entries:
+            idx, attempt, after, size, task, error = _checked(entry)
             end = None if after is None or first is None else first + after / 1e6
-            result = blob[offset : offset + size] if size > 0 else None
+            result = blob[offset : offset + size] if 0 < size <= len(blob) - offset else None
+            if error is None and result is None:
+                error = "no result was stored"
             yield Attempt(idx, attempt, error is None, result, error, task, rank, host, start, end)
             offset += size
             start = end
+
+
+def _checked(entry: Any) -> tuple[int, int, int | None, int, str, str | None]:
+    """Return the fields of one entry of ``outcomes``, checked.
+
+    Raises:
+        ValueError: It is not one this module writes.
+    """
+    if not isinstance(entry, list) or len(entry) not in (5, 6):
+        raise ValueError(f"an outcome is {entry!r}, not [idx, attempt, end, size, task(, error)]")
+    idx, attempt, after, size, task = entry[:5]
+    error = entry[5] if len(entry) == 6 else None
+    ints = (idx, attempt, size) if after is None else (idx, attempt, size, after)
+    if not all(type(x) is int for x in ints) or not isinstance(task, str) or size < 0:
+        raise ValueError(f"an outcome is {entry!r}, not [idx, attempt, end, size, task(, error)]")
+    if error is not None and not isinstance(error, str):
+        raise ValueError(f"an outcome's error is {error!r}, not text")
+    return idx, attempt, after, size, task, error
 
 
 def _read_format_1(db: sqlite3.Connection) -> Iterator[Attempt]:
@@ -168,6 +190,8 @@ def _read_format_1(db: sqlite3.Connection) -> Iterator[Attempt]:
     )
     for idx, attempt, ok, result, error, task, rank, host, start, end in rows:
         result = memoryview(result) if result else None
+        if ok and result is None:
+            ok, error = False, "no result was stored"
         error = None if ok else (error or "failed")
         yield Attempt(idx, attempt, bool(ok), result, error, task, rank, host, start, end)
 

@@ -7,6 +7,7 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import journalformat
 from .journal import Identity, JournalError, describe
@@ -38,7 +39,7 @@ def summarize(path: str, slowest: int = 5) -> Summary:
     if not os.path.exists(path):
         raise JournalError(f"no journal at {path}")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        db = _open_read_only(path)
         try:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             identity = Identity(
@@ -50,9 +51,29 @@ def summarize(path: str, slowest: int = 5) -> Summary:
             summary = _summary(identity, journalformat.read_attempts(db), slowest)
         finally:
             db.close()
-    except (sqlite3.Error, KeyError, ValueError) as exc:
+    except (sqlite3.Error, KeyError, ValueError, TypeError) as exc:
         raise JournalError(f"{path} is not a usable journal: {describe(exc)}") from None
     return summary
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    """Open the journal at ``path`` to read, without a lock.
+
+    In a folder this user cannot write, SQLite cannot make the index of the
+    write-ahead log: the file is then read as it is, without what a run has
+    written to the log and not yet copied into it (a run copies it when it
+    closes the journal).
+    """
+    uri = Path(path).absolute().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=2.0)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True)
 
 
 def _summary(

@@ -563,6 +563,27 @@ def test_a_closed_output_pipe_ends_quietly():
     assert b"Traceback" not in err and b"error:" not in err, err
 
 
+def test_a_closed_pipe_after_status_ends_quietly(tmp_path):
+    journal = str(tmp_path / "run.db")
+    made = subprocess.run(
+        [sys.executable, *FIBFARM, "1-5", "--journal", journal],
+        capture_output=True, env=helper.child_env(), cwd=helper.ROOT, timeout=60,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    process = subprocess.Popen(
+        [sys.executable, *FIBFARM, "--journal", journal, "--status"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=helper.child_env(),
+        cwd=helper.ROOT,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # as '| head -0'
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert b"Traceback" not in err and b"error:" not in err, err
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_results_that_cannot_be_written_are_an_error(n):
     # Under mpiexec the launcher writes stdout and drops its errors: --output

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +251,130 @@ def test_the_writer_commits_at_most_once_an_interval_and_at_once_when_flushed(
     assert time.monotonic() - began < 30
     journalfile.wait_closed(path)
     assert summarize(path).attempts == 201
+
+
+@pytest.mark.parametrize("path", ["", ":memory:"])
+def test_a_journal_that_sqlite_would_keep_in_memory_is_refused(path):
+    with pytest.raises(JournalError, match=r"the journal must be a file, not '"):
+        Journal.open(path, Identity.of(square, [1]), resume=False)
+
+
+def test_a_path_that_cannot_be_a_journal_file_is_refused_before_any_work(tmp_path):
+    identity = Identity.of(square, [1])
+    os.mkfifo(tmp_path / "fifo.db")
+    for name in ("fifo.db", "."):
+        with pytest.raises(JournalError, match=r"as a journal: it is not a file"):
+            Journal.open(str(tmp_path / name), identity, resume=False)
+    deep = tmp_path / ("d" * 200) / ("e" * 200) / ("f" * 200)
+    deep.mkdir(parents=True)
+    with pytest.raises(JournalError, match=r"longer than the 500 bytes SQLite takes"):
+        Journal.open(str(deep / "run.db"), identity, resume=False)
+
+
+def test_a_journal_that_cannot_be_made_says_so(tmp_path, monkeypatch):
+    def refuse(path, meta):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(journalfile, "create", refuse)
+    journal = Journal.open(str(tmp_path / "run.db"), Identity.of(square, [1]), resume=False)
+    # At the first record or at close, whichever comes after the writer tried.
+    with pytest.raises(JournalWriteError, match=r"^cannot create the journal .*run\.db: unable to"):
+        try:
+            _record(journal, [0])
+        finally:
+            journal.close()
+
+
+def test_an_sqlite_database_that_is_not_a_journal_is_left_alone(tmp_path):
+    path = str(tmp_path / "mine.db")
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE users (name TEXT)")
+    db.close()
+    with pytest.raises(JournalError, match=r"mine\.db is an SQLite database but not a ringmpi"):
+        Journal.open(path, Identity.of(square, [1]), resume=True)
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]
+    with db:
+        db.execute("DROP TABLE users")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('version', 'abc')")
+    db.close()
+    with pytest.raises(JournalError, match=r"not a usable journal: its format is 'abc'"):
+        Journal.open(path, Identity.of(square, [1]), resume=True)
+
+
+def _journal_of_four(tmp_path):
+    path = str(tmp_path / "run.db")
+    identity = Identity.of(square, list(range(4)))
+    journal = Journal.open(path, identity, resume=False)
+    _record(journal, [0, 1, 2, 3])
+    journal.close()
+    journalfile.wait_closed(path)
+    return path, identity
+
+
+@pytest.mark.parametrize(
+    "outcomes",
+    ["[1]", "5", "{}", '[["a",1,2,3,"x"]]', '[[0,1,0,2.5,"x"]]', '[[0,1,"z",0,"x"]]',
+     '[[0,1,0,0,["t"]]]', '[[0,1,0,-5,"x"]]', '[[0,1,0,3,"x",7]]', "[[0"],
+)  # fmt: skip
+def test_damaged_outcomes_are_one_clear_error(tmp_path, outcomes):
+    path, identity = _journal_of_four(tmp_path)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE chunks SET outcomes = ?", (outcomes,))
+    db.close()
+    with pytest.raises(JournalError, match=r"run\.db is not a usable journal: "):
+        summarize(path)
+    with pytest.raises(JournalError, match=r"run\.db is not a usable journal: "):
+        Journal.open(path, identity, resume=True)
+
+
+def test_a_result_that_is_not_in_the_file_is_computed_again(tmp_path):
+    path, identity = _journal_of_four(tmp_path)
+    db = sqlite3.connect(path)
+    with db:  # task 2's result gone: its size says 0
+        db.execute(
+            "UPDATE chunks SET outcomes = ?", ('[[0,1,0,5,"0"],[1,1,1,5,"1"],[2,1,2,0,"2"]]',)
+        )
+    db.close()
+    summary = summarize(path)
+    assert (summary.done, summary.failed, summary.missing) == (2, 1, 1)
+    assert summary.errors == [(2, "2", "no result was stored")]
+    journal = Journal.open(path, identity, resume=True)
+    assert sorted(journal.previous) == [0, 1] and journal.attempts[2] == 1
+    journal.close()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+)
+def test_status_reads_a_journal_in_a_folder_it_cannot_write():
+    with tempfile.TemporaryDirectory(prefix="ringmpi-theirs-") as folder:
+        os.chmod(folder, 0o755)  # others may read, not write
+        path, _ = _journal_of_four(Path(folder))
+        status = _status_as_nobody(path)
+    assert status.returncode == 0, status.stderr
+    assert "done 4, failed 0, missing 0 of 4 tasks (4 attempts)" in status.stdout
+
+
+def _status_as_nobody(path):
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "ringmpi.fibfarm", "--journal", path, "--status"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_a_journal_left_open_is_closed_at_exit_with_what_it_holds(tmp_path):
+    path = str(tmp_path / "run.db")
+    program = (
+        "from ringmpi.journal import Identity, Journal\n"
+        "def square(x): return x * x\n"
+        f"journal = Journal.open({path!r}, Identity.of(square, [0, 1, 2]), resume=False)\n"
+        "journal.record([(i, i * i, None, repr(i), None) for i in range(3)], 1, 'h', None)\n"
+    )
+    ended = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
+    assert ended.returncode == 0, ended.stderr
+    assert summarize(path).done == 3
