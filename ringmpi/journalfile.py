@@ -114,7 +114,7 @@ class Writer:
         self._queued = self._taken = 0  # batches put, batches committed (or dropped)
         self._hurry = self._closed = self._ended = False
         # A daemon, so a root that fails before close cannot hang at exit;
-        # _wait_all (atexit) lets every closed writer finish.
+        # _wait_all (atexit) closes every writer and lets it finish.
         self.thread = threading.Thread(target=self._run, name="ringmpi-journal", daemon=True)
         _writers[os.path.abspath(path)] = self
         self.thread.start()
