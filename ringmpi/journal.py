@@ -295,9 +295,10 @@ def _check_stored(
     if tables - {"meta", "chunks", "attempts"}:
         raise JournalError(f"{path} is an SQLite database but not a ringmpi journal")
     stored = dict(db.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
-    version = int(stored.get("version", VERSION)) if stored.get("version", "1").isdigit() else -1
-    if version < 1:
-        raise JournalError(f"{path} is not a usable journal: its format is {stored['version']!r}")
+    written = stored.get("version", str(VERSION))
+    if not written.isdigit() or int(written) < 1:
+        raise JournalError(f"{path} is not a usable journal: its format is {written!r}")
+    version = int(written)
     if version > VERSION:
         raise JournalError(
             f"{path} was written by a newer ringmpi (journal format {version}, this one "
@@ -308,12 +309,11 @@ def _check_stored(
             f"{path} already holds a journal ({_done(db)} of {stored.get('tasks')} "
             "tasks done): resume it (--resume) or remove it"
         )
-    empty = (
-        not tables & {"chunks", "attempts"} or next(journalformat.read_attempts(db), None) is None
-    )
-    if not stored and not empty:
-        raise JournalError(f"{path} is not a usable journal: it has no identity")
-    if stored:
+    if not stored:
+        rows = bool(tables & {"chunks", "attempts"})
+        if rows and next(journalformat.read_attempts(db), None) is not None:
+            raise JournalError(f"{path} is not a usable journal: it has no identity")
+    else:
         old = Identity(
             stored.get("function", "?"),
             int(stored.get("tasks", -1)),

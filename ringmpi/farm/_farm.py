@@ -210,6 +210,7 @@ class Farm(RootRun):
         if ft:
             comm.Set_errhandler(MPI.ERRORS_RETURN)
         self._stop = None if self.grace is None else Stop(self.grace)
+        finished = False
         try:
             layout = self._gather_layout(comm, ft)
             problem = plan = None
@@ -240,15 +241,13 @@ class Farm(RootRun):
                 else:
                     self._serve(comm, ft)
                     self._agree_on_stop(comm, ft, 0)
-        except BaseException:
-            if self._journal is not None:  # the error says what went wrong
-                with contextlib.suppress(JournalError):
-                    self._journal.close()
-            raise
+            finished = True
         finally:
-            if self._journal is not None:
-                self._journal.close()
-                self._journal = None
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                # After an error, that error says what went wrong.
+                with contextlib.suppress(*(() if finished else (JournalError,))):
+                    journal.close()
             if not self.stats.lost:
                 comm.Free()
 
