@@ -4,7 +4,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .executor import FarmExecutor
-from .pool import FarmPool
+from .executor import FarmExecutor, FarmPool
 
 __all__ = ["FarmExecutor", "FarmPool"]

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import __version__, mpilib
-from .args import script_name
+from . import __version__
+from .base import mpilib
+from .harness import script_name
 
 #: Each program: console script, ``python -m`` module, what it does.
 PROGRAMS = (
@@ -22,23 +23,26 @@ PROGRAMS = (
 
 def ring() -> int:
     """The ``ringmpi-ring`` console script."""
-    from . import harness, ring
+    from .harness import launch
+    from .ring import main
 
-    return harness.launch(ring.main)
+    return launch(main)
 
 
 def fibfarm() -> int:
     """The ``ringmpi-fibfarm`` console script."""
-    from . import fibfarm, harness
+    from .fibfarm import main
+    from .harness import launch
 
-    return harness.launch(fibfarm.main)
+    return launch(main)
 
 
 def bench() -> int:
     """The ``ringmpi-bench`` console script."""
-    from . import bench, harness
+    from .bench import main
+    from .harness import launch
 
-    return harness.launch(bench.main)
+    return launch(main)
 
 
 def _mpiexec() -> str | None:
@@ -65,7 +69,7 @@ def describe() -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    # The programs' own parser (ringmpi.args) asks MPI for the rank; this one
+    # The programs' own parser (ringmpi.harness) asks MPI for the rank; this one
     # must work without an MPI library, and says bad usage the same way.
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")

@@ -12,7 +12,13 @@ import os
 
 import pytest
 
-from ringmpi import bench, bench_data, bench_fib, bench_pool, bench_ring, fib
+from ringmpi import fib
+from ringmpi.bench import _data as bench_data
+from ringmpi.bench import _fib as bench_fib
+from ringmpi.bench import _local as bench_local
+from ringmpi.bench import _main as bench
+from ringmpi.bench import _pool as bench_pool
+from ringmpi.bench import _ring as bench_ring
 from ringmpi.fib import fib_exact
 
 BENCH = ("-m", "ringmpi.bench")
@@ -47,7 +53,7 @@ def test_fib_quick_json(mpirun):
     assert report["ranks"] == 3
     assert report["quick"] is True
     assert list(report["workloads"]) == list(bench_fib.WORKLOAD_NAMES)
-    compiler = bench_fib.find_compiler() is not None
+    compiler = bench_local.find_compiler() is not None
     for name, work in report["workloads"].items():
         assert work["tasks"] == len(bench_fib.workloads(quick=True)[name])
         assert [row["approach"] for row in work["rows"]] == list(bench_fib.APPROACHES)
@@ -242,9 +248,9 @@ def test_summarize_without_baseline():
 
 
 def test_c_kernel(tmp_path):
-    if bench_fib.find_compiler() is None:
+    if bench_local.find_compiler() is None:
         pytest.skip("no C compiler")
-    kernel = bench_fib.load_c_kernel(bench_fib.build_c_kernel(tmp_path))
+    kernel = bench_local.load_c_kernel(bench_local.build_c_kernel(tmp_path))
     assert [kernel(n) for n in range(1, 26)] == [fib_exact(n) for n in range(1, 26)]
     assert kernel(30) == 832040
 
@@ -252,10 +258,10 @@ def test_c_kernel(tmp_path):
 def test_c_kernel_counts_like_python(tmp_path):
     # The same source built with its call counter: the same values as the
     # Python kernel, and the same number of calls, 2 * fib(n) - 1.
-    if bench_fib.find_compiler() is None:
+    if bench_local.find_compiler() is None:
         pytest.skip("no C compiler")
-    lib = bench_fib.build_c_kernel(tmp_path, count_calls=True)
-    kernel = bench_fib.load_c_kernel(lib)
+    lib = bench_local.build_c_kernel(tmp_path, count_calls=True)
+    kernel = bench_local.load_c_kernel(lib)
     counter = ctypes.c_longlong.in_dll(ctypes.CDLL(str(lib)), "ringmpi_fib_calls")
     for n in range(1, 26):
         counter.value = 0
@@ -266,20 +272,20 @@ def test_c_kernel_counts_like_python(tmp_path):
 def test_c_kernel_without_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CC", raising=False)
-    assert bench_fib.find_compiler() is None
-    with pytest.raises(bench_fib.Unavailable, match="no C compiler"):
-        bench_fib.build_c_kernel(tmp_path)
+    assert bench_local.find_compiler() is None
+    with pytest.raises(bench_local.Unavailable, match="no C compiler"):
+        bench_local.build_c_kernel(tmp_path)
 
 
 def test_c_kernel_broken_compiler(tmp_path):
-    with pytest.raises(bench_fib.Unavailable, match="could not run"):
-        bench_fib.build_c_kernel(tmp_path, compiler=os.fspath(tmp_path / "no-such-cc"))
-    with pytest.raises(bench_fib.Unavailable, match="compiler failed"):
-        bench_fib.build_c_kernel(tmp_path, compiler="false")
+    with pytest.raises(bench_local.Unavailable, match="could not run"):
+        bench_local.build_c_kernel(tmp_path, compiler=os.fspath(tmp_path / "no-such-cc"))
+    with pytest.raises(bench_local.Unavailable, match="compiler failed"):
+        bench_local.build_c_kernel(tmp_path, compiler="false")
 
 
 def test_find_compiler_honours_cc():
-    assert bench_fib.find_compiler({"CC": "clang -fno-lto"}) == "clang -fno-lto"
+    assert bench_local.find_compiler({"CC": "clang -fno-lto"}) == "clang -fno-lto"
 
 
 def fib_report(walls: dict[str, dict[str, float]]) -> dict:

@@ -7,9 +7,10 @@ import io
 import pytest
 
 from ringmpi import fib
-from ringmpi.farm import balance, call, describe_error, make_chunks, plan_workers
+from ringmpi.farm._outcome import call, describe_error
+from ringmpi.farm._plan import balance, make_chunks, plan_workers
 from ringmpi.fibfarm import parse_tasks, subtasks
-from ringmpi.progress import ProgressBar
+from ringmpi.harness import ProgressBar
 
 
 def test_fib_matches_exact():

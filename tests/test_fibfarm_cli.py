@@ -10,10 +10,13 @@ import time
 import pytest
 
 from ringmpi import fib as fibmod
-from ringmpi import fibargs, fibfarm, fibreport, journalstatus
 from ringmpi import journal as journalmod
 from ringmpi.farm import FarmError
+from ringmpi.fibfarm import _args as fibargs
+from ringmpi.fibfarm import _report as fibreport
+from ringmpi.fibfarm import _run as fibfarm
 from ringmpi.harness import UsageError
+from ringmpi.journal import _status as journalstatus
 
 
 def power(value: int) -> str:
@@ -90,10 +93,10 @@ def test_astronomical_n_is_refused_at_once(no_big_work):
 def test_too_many_sub_tasks_are_refused_at_once(no_big_work):
     message = refusal(["38", "--split", "30"])
     count = fibmod.split_count(38, 30)
-    assert count > fibfarm.MAX_TASKS
+    assert count > fibargs.MAX_TASKS
     assert message == (
         f"--split 30 makes {count} sub-tasks of 1 task: a run may have at most "
-        f"{fibfarm.MAX_TASKS}; give a smaller --split"
+        f"{fibargs.MAX_TASKS}; give a smaller --split"
     )
     # --force lifts the time limit, not this one; 92 > 2 * 30: every branch unfolds.
     message = refusal(["92", "--force", "--split", "30"])
@@ -104,7 +107,7 @@ def test_too_many_tasks_in_ranges_are_refused_at_once(no_big_work):
     message = refusal(["1-2000000", "--force"])
     assert (
         message
-        == f"range '1-2000000' makes 2000000 tasks: a run may have at most {fibfarm.MAX_TASKS}"
+        == f"range '1-2000000' makes 2000000 tasks: a run may have at most {fibargs.MAX_TASKS}"
     )
     message = refusal(["1-600000", "1-600000", "--force"])
     assert message.startswith("range '1-600000' makes 600000 tasks")
@@ -173,10 +176,10 @@ def test_depth_is_judged_on_the_sub_calls_that_run(no_big_work):
 )
 def test_the_largest_n_is_not_refused_and_one_more_is(n, extra):
     args = fibfarm.build_parser().parse_args([str(n), "--force", *extra])
-    assert fibfarm.checked_tasks(args) == [n]
+    assert fibargs.checked_tasks(args) == [n]
     args = fibfarm.build_parser().parse_args([str(n + 1), "--force", *extra])
     with pytest.raises(UsageError, match=rf"the largest n that can run is {n}\b"):
-        fibfarm.checked_tasks(args)
+        fibargs.checked_tasks(args)
 
 
 def failing_fib_of(item: tuple[int, int]) -> int:

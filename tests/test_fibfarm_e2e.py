@@ -10,8 +10,8 @@ import pytest
 from trace_check import check_chrome_trace
 
 from ringmpi.fib import fib_exact
-from ringmpi.fibargs import max_depth
 from ringmpi.fibfarm import subtasks
+from ringmpi.fibfarm._args import max_depth
 from ringmpi.harness import UsageError
 
 ARTICLE = [38, 37, 36, 35, 34, 33]
@@ -108,7 +108,8 @@ def test_trace_and_timeline(mpirun, tmp_path, n, extra):
 
 
 def test_timeline_without_matplotlib_is_refused_before_any_work(monkeypatch, capsys):
-    from ringmpi import fibfarm, trace
+    from ringmpi import fibfarm
+    from ringmpi.farm import timeline as trace
 
     monkeypatch.setattr(trace, "have_matplotlib", lambda: False)
     with pytest.raises(UsageError, match=r"--timeline needs matplotlib: pip install"):

@@ -10,7 +10,6 @@ import threading
 
 import pytest
 
-from ringmpi import harness
 from ringmpi.harness import (
     LAUNCHER_RANK_VARS,
     LAUNCHER_SIZE_VARS,
@@ -24,6 +23,7 @@ from ringmpi.harness import (
     positive_float,
     rank_prefix,
 )
+from ringmpi.harness import _harness as harness
 
 HOST = socket.gethostname()
 
@@ -95,7 +95,7 @@ def test_a_skip_value_that_is_not_yes_or_no_is_one_error_line(monkeypatch, capsy
     ("argv0", "prog"),
     [
         ("/venv/bin/ringmpi-ring", "ringmpi-ring"),
-        ("/x/ringmpi/ring.py", "python -m ringmpi.ring"),
+        ("/x/ringmpi/ring/__main__.py", "python -m ringmpi.ring"),
         ("ringmpi-fibfarm", "python -m ringmpi.ring"),
     ],
 )
@@ -153,7 +153,7 @@ def test_launch_usage_error(capsys):
 
 
 def test_launch_collective_error_from_launch_of_ring(capsys):
-    from ringmpi import ring
+    from ringmpi.ring import _ring as ring
 
     assert launch(ring.main, ["--size", "4Q"]) == 2
     out, err = capsys.readouterr()

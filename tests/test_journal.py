@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ringmpi import journalfile
-from ringmpi.journal import Identity, Journal, JournalError, JournalWriteError
-from ringmpi.journalstatus import summarize
+from ringmpi.journal import Identity, Journal, JournalError, JournalWriteError, summarize
+from ringmpi.journal import _file as journalfile
 
 
 def square(x):

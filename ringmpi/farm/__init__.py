@@ -32,14 +32,21 @@ Static schedule: one ``scatter`` of ``(fn, initializer, initargs, chunk)``
 per computing rank (``None`` for the others), a non-spinning barrier, and one
 ``gather`` of ``(outcomes, busy_seconds)``.
 
-Where things live: :mod:`._outcome` (tags, errors, stats), :mod:`._plan`
-(which ranks compute, chunking), :mod:`._worker` (the worker's loops),
-:mod:`._root` (the root's dispatcher), :mod:`._recover` (its recovery from
-lost workers and its deadlines), :mod:`._static` (the static root),
-:mod:`._ft` (ULFM), :mod:`._farm` (options and roles), :mod:`._farm_root`
-(the root's side of a run).
+Where things live: :mod:`._farm` (the :class:`Farm`: options, one run on
+every rank, the root's side, the journal and a clean stop), :mod:`._root`
+(the root's dispatcher of the dynamic schedule, its recovery from lost
+workers and its deadlines), :mod:`._open` (the dispatcher fed while it runs,
+for the executor and the pool), :mod:`._static` (the static root),
+:mod:`._worker` (the worker's loops), :mod:`._start` (joining),
+:mod:`._options` (option checks), :mod:`._plan` (which ranks compute,
+chunking), :mod:`._outcome` (tags, errors, stats), :mod:`._stop` (a clean
+stop on a signal), :mod:`._ft` (ULFM), :mod:`._trace` (spans), :mod:`._wire`
+(messages of any size), :mod:`._shared` (read-only data once per node).
+Two public modules beside the names below: :mod:`.service`, the seam the
+executor and the pool are built on, and :mod:`.timeline`, a traced run as
+Chrome Trace Event JSON and as a Gantt chart.
 
-Waiting never spins (see :mod:`ringmpi.poll`), and the root only hands out as
+Waiting never spins (see :mod:`ringmpi.base.poll`), and the root only hands out as
 many tasks at once on a node as the node has cores: on a node with fewer
 cores than ranks, the extra ranks stay idle instead of time-slicing the
 cores, and the root computes tasks itself when its node has a core to spare.
@@ -57,37 +64,35 @@ from ._outcome import (
     LostWorker,
     RemoteTraceback,
     Schedule,
-    Tag,
     TaskError,
+    TaskSpan,
     WorkerStats,
-    call,
-    describe_error,
 )
-from ._plan import balance, make_chunks, plan_workers
+from ._plan import balance
+from ._root import FarmSendError
 from ._shared import shared
 from ._start import FarmJoinError, FarmUsageError
+from ._stop import FarmStopped
 
 __all__ = [
     "Errors",
     "Farm",
     "FarmError",
     "FarmJoinError",
+    "FarmSendError",
     "FarmStartError",
     "FarmStats",
+    "FarmStopped",
     "FarmTimeout",
     "FarmUsageError",
     "LostWorker",
     "RemoteTraceback",
     "Schedule",
-    "Tag",
     "TaskError",
+    "TaskSpan",
     "WorkerStats",
     "balance",
-    "call",
-    "describe_error",
     "farm_imap_unordered",
     "farm_map",
-    "make_chunks",
-    "plan_workers",
     "shared",
 ]

@@ -1,34 +1,59 @@
-"""The farm itself: options, the private communicator, choosing a role, and serving."""
+"""The farm itself: options, one run on every rank, the root's side, the journal and a stop.
+
+A :class:`Farm` run joins the ranks on a private communicator and gives each
+its role. The root plans which ranks compute, runs the static schedule
+(:mod:`._static`) or a :class:`~._root.Dispatcher`, and yields each outcome as
+it arrives, after recording it in the journal; it opens the journal before
+any work and hands back what that already holds. After a stop signal every
+rank learns from the root whether the run ended early.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from .. import config, poll
-from ..errors import mark_degraded
-from ..journal import JournalError
+from ..base import config, poll
+from ..base.errors import RingmpiError, mark_degraded
+from ..journal import Identity, Journal, JournalError
 from . import _shared, _stop
-from ._farm_root import RootRun
 from ._ft import leave
 from ._options import check_or_defer
-from ._outcome import FarmStartError, FarmStats, Schedule, Tag
-from ._plan import node_cores
+from ._outcome import (
+    Errors,
+    FarmError,
+    FarmStartError,
+    FarmStats,
+    Outcome,
+    Schedule,
+    Tag,
+    WorkerStats,
+    short_repr,
+)
+from ._plan import balance, make_chunks, node_cores, plan_workers
+from ._root import Dispatcher
 from ._start import Unusable, check_setup, join_telling, start
-from ._stop import Stop
-from ._trace import clock_offsets
-from ._worker import serve_dynamic, serve_static
+from ._static import run_static
+from ._stop import FarmStopped, Stop
+from ._trace import Tracer, clock_offsets
+from ._worker import Setup, serve_dynamic, serve_static
+
+log = logging.getLogger("ringmpi.farm")
+
+#: The ranks of a run as the root plans them: active, idle, root computes.
+Ranks = tuple[list[int], list[int], bool]
 
 #: On the root: the farm_imap_unordered run last started on each
 #: communicator (by handle), until it is closed or dropped.
 _unfinished: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 
-class Farm(RootRun):
+class Farm:
     """A task farm over a communicator; every rank creates it and calls ``map``.
 
     Args:
@@ -59,7 +84,7 @@ class Farm(RootRun):
             names the ranks that never came and every rank raises.
         trace: Record one ``TaskSpan`` per task in ``stats.trace``: rank,
             host, start and end on the root's clock, chunk, and when the root
-            sent the chunk and had it back (see :mod:`ringmpi.trace`).
+            sent the chunk and had it back (see :mod:`.timeline`).
         journal: Path of a journal (SQLite) that records every outcome on
             the root as it arrives (see :mod:`ringmpi.journal`). Every rank
             passes the same ``journal``, ``resume`` and ``grace``.
@@ -128,9 +153,14 @@ class Farm(RootRun):
         self.force_resume = force_resume
         self.retries = retries
         self.grace = grace
-        #: During a run on the root: the indices of the tasks it computes (the
-        #: journal, the counts of outcomes and the stop: see Resumable).
+        #: During a run on the root: the open journal, the indices of the tasks
+        #: this run computes, how many tasks have a final outcome and a result.
+        self._journal: Journal | None = None
         self._todo: list[int] = []
+        self._final = 0
+        self._results = 0
+        #: During a run: the stop on a signal, with ``grace``.
+        self._stop: Stop | None = None
         self.comm = comm
         self.fn = fn
         self.root = root
@@ -283,6 +313,220 @@ class Farm(RootRun):
                 poll.wait(request)
         # Ranks that are done wait longer between polls: nothing is urgent.
         leave(comm, ft, failed=False, backoff=poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
+
+    # -- the root's side of a run ----------------------------------------------
+
+    def _root(
+        self, comm, tasks, layout, ft: bool, start: float, offsets: dict[int, float] | None
+    ) -> Iterator[tuple[int, Any]]:
+        hosts, ranks = self._plan_ranks(layout, ft)
+        active, idle, root_computes = ranks
+        costs = [float(self.cost(t)) for t in tasks] if self.cost else None
+        stats = self.stats = FarmStats(idle_ranks=idle, root_computes=root_computes, hosts=hosts)
+        stats.workers = [WorkerStats(r, hosts[r]) for r in active]
+        if root_computes:
+            stats.workers.insert(0, WorkerStats(self.root, self.host))
+        assert callable(self.fn)  # see check_setup
+        setup: Setup = (self.fn, self.initializer, self.initargs)
+        tracer = None
+        if offsets is not None:
+            origin = time.perf_counter() - start  # seconds of start-up already past
+            tracer = Tracer(stats.trace, hosts, offsets, time.time() - origin)
+        try:
+            if self.schedule is Schedule.STATIC:
+                yield from self._root_static(comm, tasks, ranks, costs, setup, tracer)
+            else:
+                yield from self._root_dynamic(comm, tasks, ranks, costs, setup, tracer, ft)
+        except GeneratorExit:
+            if self.schedule is Schedule.STATIC:  # everything was gathered already
+                leave(comm, ft, failed=False)
+            raise
+        finally:
+            stats.elapsed = time.perf_counter() - start
+        leave(comm, ft, failed=bool(stats.lost))
+        if stats.errors and self.errors is Errors.RAISE:
+            raise FarmError.of(stats.errors)
+
+    def _plan_ranks(self, layout, ft: bool) -> tuple[list[str], Ranks]:
+        """Return the hosts, and which ranks compute, from each rank's host and cores."""
+        hosts = [host for host, _ in layout]
+        try:
+            override = self.cores or config.cores()
+        except ValueError as exc:
+            raise RingmpiError(str(exc)) from None
+        cores = [override or node for _, node in layout]
+        active, idle, root_computes = plan_workers(hosts, cores, self.root)
+        root_computes = root_computes or not active
+        if self.fault_tolerant and not ft:
+            log.warning(
+                "fault tolerance is not active (launch with 'mpiexec --with-ft ulfm'): "
+                "a lost worker will end the job"
+            )
+        return hosts, (active, idle, root_computes)
+
+    def _root_static(
+        self,
+        comm,
+        tasks: list[Any],
+        ranks: Ranks,
+        costs: list[float] | None,
+        setup: Setup,
+        tracer: Tracer | None,
+    ) -> Iterator[tuple[int, Any]]:
+        active, _, root_computes = ranks
+        computing = ([self.root] if root_computes else []) + active
+        shares = dict(zip(computing, balance(len(tasks), len(computing), costs)))
+        self.stats.chunks = len(shares)
+        outcomes = run_static(comm, self.root, self.host, tasks, shares, setup, self.stats, tracer)
+        yield from self._emit(outcomes, tasks)
+
+    def _root_dynamic(
+        self,
+        comm,
+        tasks: list[Any],
+        ranks: Ranks,
+        costs: list[float] | None,
+        setup: Setup,
+        tracer: Tracer | None,
+        ft: bool,
+    ) -> Iterator[tuple[int, Any]]:
+        active, idle, root_computes = ranks
+        stats = self.stats
+        computing = len(active) + int(root_computes)
+        chunks = make_chunks(len(tasks), computing, self.chunksize, costs)
+        stats.chunks = len(chunks)
+        dispatcher = Dispatcher(
+            comm, self.root, self.host, tasks, chunks, setup, stats,
+            ft=ft, stop_on_error=self.errors is Errors.RAISE,
+            task_timeout=self.task_timeout, tracer=tracer,
+            retries=self.retries, stop=self._stop,
+            watch=self._journal.check if self._journal is not None else None,
+        )  # fmt: skip
+        dispatcher.start(active, idle, root_computes)
+        try:
+            yield from self._emit(dispatcher.outcomes(), tasks)
+        except GeneratorExit:
+            # The caller stopped reading: hand out nothing more, take in what
+            # is in flight, and let the workers go.
+            dispatcher.failed = True
+            for _ in dispatcher.outcomes():
+                pass
+            dispatcher.drain()
+            leave(comm, ft, failed=bool(stats.lost))
+            raise
+        if dispatcher.abandoned and self._stop is not None and self._stop.signum:
+            # Chunks still in flight past the grace: end the job now.
+            raise self._stopped(self._stop.signum, self._total(), collective=False)
+        dispatcher.drain()
+
+    def _emit(self, batches: Iterable[list[Outcome]], tasks: list[Any]):
+        """Yield ``(index, value)`` per outcome; record errors, and yield them
+        in place of the value when they are collected. Every outcome, a failed
+        attempt that will be retried included, goes to the journal first."""
+        done = self._final
+        total = self._total()
+        for outcomes in batches:
+            retried = getattr(outcomes, "retried", ())
+            if self._journal is not None:
+                self._record(outcomes, tasks)
+            for index, value, error in outcomes:
+                if index in retried:
+                    continue
+                done += 1
+                self._final += 1
+                if error is None:
+                    self._results += 1
+                    yield index, value
+                    continue
+                self.stats.errors.append(error)
+                if self.errors is Errors.COLLECT:
+                    yield index, error
+            if self.progress is not None:
+                self.progress(done, total)
+
+    # -- the journal and a clean stop ---------------------------------------------
+
+    def _open_journal(self, comm, tasks: list[Any]) -> list[tuple[int, Any]]:
+        """Open the journal on the root and tell every rank whether it could.
+
+        Returns:
+            On the root, ``(index, value)`` of the tasks the journal already
+            holds (their outcomes come back without running); else empty.
+        """
+        self._todo = list(range(len(tasks)))
+        self._final = self._results = 0
+        if self.journal_path is None:
+            return []
+        problem = None
+        if self._is_root:
+            try:
+                identity = Identity.of(self.fn, tasks)
+                self._journal = Journal.open(
+                    self.journal_path, identity, resume=bool(self.resume), force=self.force_resume
+                )
+            except JournalError as exc:
+                problem = str(exc)
+        # Decided on the root before any work: every rank raises the same error.
+        problem = comm.bcast(problem, root=self.root)
+        if problem is not None:
+            raise JournalError(problem)
+        if self._journal is None or not self._journal.previous:
+            return []  # no journal, or nothing in it yet: every task runs
+        kept: list[tuple[int, Any]] = []
+        self._todo = []
+        rerun_failed = self.resume == "failed" or self.errors is Errors.RAISE
+        for index in range(len(tasks)):
+            ok, value = self._journal.previous.get(index, (False, None))
+            if ok or (index in self._journal.previous and not rerun_failed):
+                kept.append((index, value))
+            else:
+                self._todo.append(index)
+        self._final = len(kept)
+        self._results = self._journal.done
+        done = self._done_indices()
+        errors = [value for index, value in kept if index not in done]
+        self.stats.errors.extend(errors)
+        if kept and self.progress is not None:
+            self.progress(len(kept), len(tasks))
+        return kept
+
+    def _done_indices(self) -> set[int]:
+        assert self._journal is not None
+        return {i for i, (ok, _) in self._journal.previous.items() if ok}
+
+    def _agree_on_stop(self, comm, ft: bool, total: int) -> None:
+        """After a stop signal, every rank learns from the root whether the
+        run ended early, and raises ``FarmStopped`` if it did."""
+        if self._stop is None:
+            return
+        signum = self._stop.signum or 0
+        early = self._is_root and signum and self._final < total
+        decided = _stop.agree(comm, signum if early else 0, ft)
+        if decided:
+            raise self._stopped(decided, total, collective=True)
+
+    def _stopped(self, signum: int, total: int, collective: bool) -> FarmStopped:
+        journal = self.journal_path if self._journal is not None else None
+        done = self._journal.done if self._journal is not None else self._results
+        return FarmStopped(signum, done, total, journal, collective)
+
+    def _total(self) -> int:
+        return self._journal.identity.tasks if self._journal is not None else len(self._todo)
+
+    def _record(self, outcomes: list[Outcome], tasks: list[Any]) -> None:
+        journal = self._journal
+        assert journal is not None
+        todo = self._todo
+        ends = getattr(outcomes, "ends", None) or [None] * len(outcomes)
+        journal.record(
+            [
+                (todo[index], value, error, short_repr(tasks[index], 60), end)
+                for (index, value, error), end in zip(outcomes, ends)
+            ],
+            getattr(outcomes, "rank", None),
+            getattr(outcomes, "host", None),
+            getattr(outcomes, "start", None),
+        )
 
 
 @contextlib.contextmanager

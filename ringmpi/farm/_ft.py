@@ -8,8 +8,8 @@ under ULFM an agreement on any loss.
 
 from __future__ import annotations
 
-from .. import poll
-from ..errors import mark_degraded
+from ..base import poll
+from ..base.errors import mark_degraded
 
 
 def failure_classes() -> tuple[int, ...]:
@@ -42,7 +42,7 @@ def agree_on_failures(comm, failed: bool) -> None:
     """Let every survivor learn whether a rank was lost (ULFM agreement).
 
     After a loss, ``MPI_Finalize`` can hang (open-mpi/ompi#11404), so
-    :func:`ringmpi.errors.mark_degraded` tells the harness to leave without it.
+    :func:`ringmpi.base.errors.mark_degraded` tells the harness to leave without it.
     """
     from mpi4py import MPI
 

@@ -1,6 +1,6 @@
 """An open-ended dispatcher: tasks keep arriving while the farm runs.
 
-The executor and the pool (:mod:`ringmpi.executor`, :mod:`ringmpi.pool`) feed
+The executor and the pool (:mod:`ringmpi.executor`) feed
 it one future at a time. It is the farm's :class:`~._root.Dispatcher` with
 four changes: a worker with nothing to do is parked until work comes (never
 released before the end); chunks are cut when a worker needs one, from
@@ -22,7 +22,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
-from .. import poll
+from ..base import poll
 from . import _wire
 from ._outcome import FarmStats, Outcome, Tag, TaskError, describe_error, sendable_batch
 from ._root import Dispatcher

@@ -6,12 +6,9 @@ import enum
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import RingmpiError, format_exception
-
-if TYPE_CHECKING:
-    from ._trace import TaskSpan
+from ..base.errors import RingmpiError, format_exception
 
 #: One task's outcome as it travels: ``(index, value, error)``.
 Outcome = tuple[int, Any, "TaskError | None"]
@@ -178,6 +175,31 @@ class FarmTimeout(RingmpiError):
     The worker running it cannot be interrupted: the caller should end the
     job (``launch`` aborts it).
     """
+
+
+@dataclass
+class TaskSpan:
+    """One task as the trace saw it; times in seconds since the farm began.
+
+    Attributes:
+        index: The task's position in the input.
+        rank: The rank that ran it.
+        host: That rank's host.
+        start: When the task began, on the root's clock.
+        end: When it ended.
+        chunk: Which chunk it travelled in (numbered as handed out).
+        dispatched: When the root handed out that chunk.
+        received: When the root had the chunk's outcomes.
+    """
+
+    index: int
+    rank: int
+    host: str
+    start: float
+    end: float
+    chunk: int
+    dispatched: float
+    received: float
 
 
 @dataclass

@@ -6,16 +6,9 @@ Pure functions, apart from :func:`node_cores`, which asks the node's ranks.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 
-
-def usable_cpus() -> set[int]:
-    """Return the CPUs this process may run on (all of them where unknown)."""
-    try:
-        return set(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return set(range(os.cpu_count() or 1))
+from ..base.limits import usable_cpus
 
 
 def make_chunks(

@@ -2,12 +2,15 @@
 
 A :class:`Dispatcher` owns the chunks still to hand out, the work in flight on
 each rank, the parked and spare ranks, and the sends not yet complete; its
-recovery from lost workers and its deadlines are in :mod:`._recover`. The
-static schedule is :func:`._static.run_static`.
+recovery from lost workers and its deadlines are here too. Under ULFM a
+lost worker's chunk goes back to the front of the queue and a parked or spare
+rank takes it; a chunk that runs past ``task_timeout`` per task raises
+``FarmTimeout``. The static schedule is :func:`._static.run_static`.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import queue
 import threading
@@ -16,21 +19,31 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .. import poll
-from ..errors import RingmpiError
+from ..base import poll
+from ..base.errors import RingmpiError
 from . import _ft, _wire
-from ._outcome import Batch, FarmStats, Outcome, Tag, sendable_batch, short_repr
-from ._recover import Recovery
+from ._outcome import (
+    Batch,
+    FarmStats,
+    FarmTimeout,
+    LostWorker,
+    Outcome,
+    Tag,
+    sendable_batch,
+    short_repr,
+)
 from ._stop import Stop
 from ._trace import Tracer
 from ._worker import Setup, prepare, run_chunk
+
+log = logging.getLogger("ringmpi.farm")
 
 
 class FarmSendError(RingmpiError):
     """MPI refused to send a chunk of tasks (too large for this MPI, say)."""
 
 
-class Dispatcher(Recovery):
+class Dispatcher:
     """The root of the dynamic schedule: workers pull chunks as they finish.
 
     Args:
@@ -175,6 +188,39 @@ class Dispatcher(Recovery):
     def _helping(self) -> bool:
         return self.helper is not None and self.helper.is_alive()
 
+    def recover(self) -> None:
+        """Requeue the work of lost workers and bring in spares (ULFM)."""
+        known = {lost.rank for lost in self.stats.lost}
+        for rank in _ft.acknowledge_failed(self.comm):
+            if rank in known:
+                continue
+            indices = self.in_flight.pop(rank, ([], 0.0))[0]
+            if indices:
+                self.chunks.appendleft(indices)
+            for pool in (self.parked, self.spares):
+                if rank in pool:
+                    pool.remove(rank)
+            host = self.stats.hosts[rank] if self.stats.hosts else "?"
+            self.stats.lost.append(LostWorker(rank, host, list(indices)))
+            log.warning("lost worker rank %d@%s; requeued tasks %s", rank, host, indices)
+        while self.chunks and (self.parked or self.spares):
+            rank = self.parked.pop(0) if self.parked else self.spares.pop(0)
+            self.stats.worker(rank)
+            self.dispatch(rank)
+
+    def check_deadlines(self) -> None:
+        """Raise ``FarmTimeout`` if a rank has run its chunk past the limit."""
+        if self.task_timeout is None:
+            return
+        now = time.perf_counter()
+        running = list(self.in_flight.items())
+        here = self.computing_here
+        if here is not None:
+            running.append((self.root, here))
+        for rank, (indices, since) in running:
+            if now - since > self.task_timeout * len(indices):
+                raise FarmTimeout(timeout_message(self, rank, indices, now - since))
+
     # -- taking in --------------------------------------------------------------
 
     def outcomes(self) -> Iterator[list[Outcome]]:
@@ -314,3 +360,13 @@ class Dispatcher(Recovery):
             except MPI.Exception:
                 if not self.ft:
                     raise  # a send to a lost worker cannot complete
+
+
+def timeout_message(dispatcher: Dispatcher, rank: int, indices: list[int], ran: float) -> str:
+    tasks = dispatcher.tasks
+    shown = ", ".join(f"{i} ({short_repr(tasks[i], 40)})" for i in indices[:3])
+    host = dispatcher.stats.hosts[rank] if dispatcher.stats.hosts else "?"
+    return (
+        f"rank {rank}@{host} has run task(s) {shown} for {ran:.1f} s, "
+        f"past the limit of {dispatcher.task_timeout:g} s per task"
+    )

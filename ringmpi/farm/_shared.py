@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import poll
+from ..base import poll
 from ._outcome import Tag
 from ._wire import _transfer, isend, received
 

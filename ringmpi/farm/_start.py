@@ -21,8 +21,8 @@ import pickle
 import time
 from typing import Any
 
-from .. import poll
-from ..errors import EXIT_USAGE, RingmpiError
+from ..base import poll
+from ..base.errors import EXIT_USAGE, RingmpiError
 from ._outcome import Tag
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .. import poll
+from ..base import poll
 from . import _wire
 from ._outcome import FarmStats, Outcome, sendable_batch
 from ._trace import Tracer

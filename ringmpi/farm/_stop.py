@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from ..errors import RingmpiError
+from ..base.errors import RingmpiError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 #: Seconds after the grace period before a rank that has not ended is ended.
@@ -135,7 +135,7 @@ def agree(comm, signum: int, ft: bool) -> int:
     import numpy as np
     from mpi4py import MPI
 
-    from .. import poll
+    from ..base import poll
 
     mine = np.array([signum], dtype=np.int64)
     decided = np.zeros(1, dtype=np.int64)

@@ -14,38 +14,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from .. import poll
-from ._outcome import Outcome, Tag
+from ..base import poll
+from ._outcome import Outcome, Tag, TaskSpan
 
 #: Ping-pongs per worker when measuring its clock offset.
 ROUNDS = 4
-
-
-@dataclass
-class TaskSpan:
-    """One task as the trace saw it; times in seconds since the farm began.
-
-    Attributes:
-        index: The task's position in the input.
-        rank: The rank that ran it.
-        host: That rank's host.
-        start: When the task began, on the root's clock.
-        end: When it ended.
-        chunk: Which chunk it travelled in (numbered as handed out).
-        dispatched: When the root handed out that chunk.
-        received: When the root had the chunk's outcomes.
-    """
-
-    index: int
-    rank: int
-    host: str
-    start: float
-    end: float
-    chunk: int
-    dispatched: float
-    received: float
 
 
 def clock_offsets(comm, root: int) -> dict[int, float]:

@@ -13,7 +13,7 @@ reads it. A large one travels in parts:
 * on ``Tag.BULK``, from the same sender, the pickle stream in segments (its
   large payloads sent from the sender's own objects, the rest joined) and then
   each out-of-band buffer, as raw messages of any size (past 2 GiB as one
-  derived datatype, see :func:`ringmpi.buffers.buffer_spec`).
+  derived datatype, see :func:`ringmpi.base.limits.buffer_spec`).
 
 The receiver gets each out-of-band buffer straight into the memory of the
 array it unpickles (no copy), and the stream into one buffer that it
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..buffers import MAX_COUNT, buffer_spec
+from ..base.limits import MAX_COUNT, buffer_spec
 from ._outcome import Tag
 
 #: Buffers and payloads smaller than this stay in the pickle stream.

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import poll
-from ..errors import format_exception
+from ..base import poll
+from ..base.errors import format_exception
 from . import _wire
 from ._ft import is_loss
 from ._outcome import (

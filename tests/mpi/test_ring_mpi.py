@@ -8,9 +8,10 @@ import socket
 import numpy as np
 import pytest
 
-from ringmpi import buffers, ring
 from ringmpi.harness import UsageError
 from ringmpi.ring import RingError, expected_message, pass_message, time_ring
+from ringmpi.ring import _buffers as buffers
+from ringmpi.ring import _ring as ring
 
 pytestmark = pytest.mark.mpi
 

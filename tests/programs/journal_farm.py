@@ -23,10 +23,9 @@ import time
 
 from mpi4py import MPI
 
-from ringmpi.errors import RingmpiError
 from ringmpi.farm import Farm
 from ringmpi.fib import fib, fib_exact
-from ringmpi.harness import launch
+from ringmpi.harness import RingmpiError, launch
 
 ARGS = argparse.Namespace()
 

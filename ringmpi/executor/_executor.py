@@ -1,0 +1,182 @@
+"""A ``concurrent.futures.Executor`` over a communicator, on the task farm.
+
+Every rank enters the block together, as with mpi4py's ``MPICommExecutor``::
+
+    with FarmExecutor(comm, root=0) as ex:
+        if ex is not None:  # the root
+            future = ex.submit(pow, 2, 10)
+            print(future.result())
+
+On the root ``ex`` is the executor; the other ranks serve tasks inside
+``__enter__`` and get ``None`` once the root leaves the block. Nothing is
+spawned.
+
+On the root one thread, started on entry, makes every MPI call of the
+executor: it hands queued tasks to workers (the farm's open dispatcher,
+:mod:`ringmpi.farm._open`), takes in results and sets the futures. The
+caller's thread only queues tasks and waits on futures, so futures complete,
+and callbacks run, whether or not anyone waits on them. The thread sleeps
+between polls as the farm does (:mod:`ringmpi.base.poll`), and a submit cuts
+its sleep short. Starting the farm, queueing tasks and the thread are in
+:mod:`ringmpi.farm.service`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any
+
+from ..farm import FarmStats
+from ..farm.service import FarmBroken, Service, start
+
+__all__ = ["FarmBroken", "FarmExecutor", "Service", "start"]
+
+
+class FarmExecutor(Executor):
+    """A ``concurrent.futures.Executor`` whose workers are the ranks of ``comm``.
+
+    Every rank enters ``with FarmExecutor(comm, root=0) as ex:``; ``ex`` is the
+    executor on the root and None elsewhere (those ranks serve until the root
+    leaves the block). With one rank, or when the root's node has a core to
+    spare, the root computes tasks too, in a thread.
+
+    Args:
+        comm: The communicator (default ``MPI.COMM_WORLD``); any intracommunicator.
+        root: The rank that submits tasks.
+        cores: Cores per node (default ``RINGMPI_CORES`` or detected): at most
+            this many ranks of a node compute.
+        task_timeout: Seconds one task may run; past it every pending future
+            fails with ``FarmTimeout`` and leaving the block raises it (the
+            worker cannot be interrupted: end the job).
+        fault_tolerant: Under ``mpiexec --with-ft ulfm``, a lost worker's tasks
+            run again elsewhere instead of failing.
+        initializer: Called as ``initializer(*initargs)`` on each computing
+            rank before its first task.
+        initargs: Arguments for ``initializer``.
+    """
+
+    def __init__(
+        self,
+        comm=None,
+        root: int = 0,
+        *,
+        cores: int | None = None,
+        task_timeout: float | None = None,
+        fault_tolerant: bool = False,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Sequence[Any] = (),
+    ):
+        self._comm = comm
+        self._root = root
+        self._options: dict[str, Any] = {
+            "cores": cores,
+            "task_timeout": task_timeout,
+            "fault_tolerant": fault_tolerant,
+            "initializer": initializer,
+            "initargs": initargs,
+        }
+        self._service: Service | None = None
+        self._entered = False
+
+    def __enter__(self) -> FarmExecutor | None:  # type: ignore[override]
+        if self._entered:
+            raise RuntimeError("a FarmExecutor can be entered only once")
+        self._entered = True
+        service, serve = start(self._comm, self._root, **self._options)
+        if serve is not None:
+            serve()
+            return None
+        self._service = service
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._service is None:
+            return
+        self.shutdown(wait=True, cancel_futures=exc is not None)
+        broken = self._service.broken
+        if exc is None and broken is not None:
+            raise broken
+
+    @property
+    def stats(self) -> FarmStats:
+        """What the farm did: ranks computing, tasks and busy time per rank."""
+        return self._running().stats
+
+    @property
+    def workers(self) -> int:
+        """How many ranks compute tasks (the root included when it does)."""
+        return self._running().workers
+
+    def _running(self) -> Service:
+        if self._service is None:
+            raise RuntimeError("use the executor inside 'with FarmExecutor(...) as ex:'")
+        return self._service
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Schedule ``fn(*args, **kwargs)``; return its ``Future``.
+
+        ``fn``, the arguments and the result must pickle unless the root runs
+        the task itself. A task that raises makes its future raise the same
+        exception, its ``__cause__`` the remote traceback.
+        """
+        return self._running().submit_many([(fn, args, kwargs)])[0]
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:
+        """Like ``concurrent.futures.Executor.map``: results in order, lazily.
+
+        The iterables are read at once and every task is queued; the results
+        come as the returned iterator reaches them. Waiting past ``timeout``
+        seconds (from this call) raises ``TimeoutError``. ``chunksize`` tasks
+        travel as one; queued tasks travel together anyway when they wait.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        end = None if timeout is None else timeout + time.monotonic()
+        service = self._running()
+        argsets = zip(*iterables)
+        if chunksize == 1:
+            futures = service.submit_many((fn, args, {}) for args in argsets)
+            return _ordered(futures, end, flatten=False)
+        chunks = iter(lambda: list(itertools.islice(argsets, chunksize)), [])
+        futures = service.submit_many((_starmap_chunk, (fn, chunk), {}) for chunk in chunks)
+        return _ordered(futures, end, flatten=True)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more tasks; with ``wait``, return once every task is done
+        and the workers are released. ``cancel_futures`` cancels the tasks not
+        yet sent."""
+        if self._service is not None:
+            self._service.shutdown(wait, cancel_futures)
+
+
+def _starmap_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
+    return [fn(*args) for args in chunk]
+
+
+def _ordered(futures: list[Future], end: float | None, flatten: bool) -> Iterator[Any]:
+    """Yield the futures' results in order; cancel the rest if left early."""
+
+    def results() -> Iterator[Any]:
+        try:
+            futures.reverse()
+            while futures:
+                future = futures.pop()
+                value = future.result(None if end is None else end - time.monotonic())
+                if flatten:
+                    yield from value
+                else:
+                    yield value
+        finally:
+            for future in futures:
+                future.cancel()
+
+    return results()

@@ -1,0 +1,334 @@
+"""A ``multiprocessing.Pool`` over a communicator, on the task farm.
+
+Every rank creates the pool. Either the executor's pattern::
+
+    with FarmPool(comm) as pool:
+        if pool is not None:  # the root
+            print(pool.map(abs, range(-5, 5)))
+
+or schwimmbad's, as emcee's documentation writes it::
+
+    pool = FarmPool()
+    if not pool.is_master():
+        pool.wait()
+        sys.exit(0)
+    sampler = emcee.EnsembleSampler(nwalkers, ndim, log_prob, pool=pool)
+    ...
+    pool.close()
+
+``map`` cuts its input into chunks by default, as ``multiprocessing.Pool.map``
+does, so many tiny tasks do not pay a message each.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import multiprocessing
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from ..farm.service import Service, start
+
+
+def _map_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
+    return [fn(x) for x in chunk]
+
+
+def _starmap_chunk(fn: Callable[..., Any], chunk: list[Sequence[Any]]) -> list[Any]:
+    return [fn(*args) for args in chunk]
+
+
+class AsyncResult:
+    """The result of ``apply_async`` and ``map_async``, as ``multiprocessing``'s.
+
+    Callbacks run on the root's executor thread once every part is done.
+    """
+
+    def __init__(
+        self,
+        futures: list[Future],
+        combine: Callable[[list[Any]], Any],
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ):
+        self._futures = futures
+        self._combine = combine
+        self._callback = callback
+        self._error_callback = error_callback
+        self._left = len(futures)
+        self._lock = threading.Lock()
+        if callback is not None or error_callback is not None:
+            if not futures:
+                self._finish()
+            for future in futures:
+                future.add_done_callback(self._one_done)
+
+    def _one_done(self, _future: Future) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._finish()
+
+    def _finish(self) -> None:
+        error = self._error()
+        if error is None:
+            if self._callback is not None:
+                self._callback(self._value())
+        elif self._error_callback is not None:
+            self._error_callback(error)
+
+    def _error(self) -> BaseException | None:
+        for future in self._futures:
+            if future.cancelled():
+                return concurrent.futures.CancelledError()
+            if future.exception() is not None:
+                return future.exception()
+        return None
+
+    def _value(self) -> Any:
+        return self._combine([future.result() for future in self._futures])
+
+    def ready(self) -> bool:
+        """Whether the call has completed."""
+        return all(future.done() for future in self._futures)
+
+    def successful(self) -> bool:
+        """Whether the call completed without raising; ``ValueError`` if not ready."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._error() is None
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until the result is available or ``timeout`` seconds pass."""
+        concurrent.futures.wait(self._futures, timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Return the result; raise the task's exception, or
+        ``multiprocessing.TimeoutError`` after ``timeout`` seconds."""
+        self.wait(timeout)
+        if not self.ready():
+            raise multiprocessing.TimeoutError
+        error = self._error()
+        if error is not None:
+            raise error
+        return self._value()
+
+
+def _flatten(parts: list[list[Any]]) -> list[Any]:
+    return [value for part in parts for value in part]
+
+
+class FarmPool:
+    """``multiprocessing.Pool``'s methods over the ranks of ``comm``.
+
+    Collective to create. On the root the pool hands out work; the other
+    ranks serve it inside ``wait()`` (or ``__enter__``) until the root closes
+    the pool. See :class:`ringmpi.FarmExecutor` for the options.
+
+    Args:
+        comm: The communicator (default ``MPI.COMM_WORLD``).
+        root: The rank that uses the pool.
+        initializer: Called as ``initializer(*initargs)`` on each computing
+            rank before its first task.
+        initargs: Arguments for ``initializer``.
+        cores: Cores per node (default ``RINGMPI_CORES`` or detected).
+        task_timeout: Seconds one task may run.
+        fault_tolerant: Under ULFM, rerun a lost worker's tasks elsewhere.
+    """
+
+    def __init__(
+        self,
+        comm=None,
+        root: int = 0,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Sequence[Any] = (),
+        cores: int | None = None,
+        task_timeout: float | None = None,
+        fault_tolerant: bool = False,
+    ):
+        self._service, self._serve = start(
+            comm, root, cores=cores, task_timeout=task_timeout,
+            fault_tolerant=fault_tolerant, initializer=initializer, initargs=initargs,
+        )  # fmt: skip
+        self._closed = False
+        if self._service is not None:
+            # A root that forgets to close the pool must not leave the
+            # workers waiting forever when it exits.
+            atexit.register(self._at_exit)
+
+    # -- roles (schwimmbad's names) ---------------------------------------------
+
+    def is_master(self) -> bool:
+        """Whether this rank is the root, which uses the pool."""
+        return self._service is not None
+
+    def is_worker(self) -> bool:
+        """Whether this rank serves tasks."""
+        return self._service is None
+
+    def wait(self) -> None:
+        """On a worker, serve tasks until the root closes the pool; on the root,
+        return at once."""
+        serve, self._serve = self._serve, None
+        if serve is not None:
+            serve()
+
+    def __enter__(self) -> FarmPool | None:
+        if self._service is None:
+            self.wait()
+            return None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._service is not None:
+            if exc is None:
+                self.close()
+                self.join()
+            else:
+                self.terminate()
+
+    @property
+    def workers(self) -> int:
+        """How many ranks compute tasks (the root included when it does)."""
+        return self._root().workers
+
+    # -- work -----------------------------------------------------------------
+
+    def _root(self) -> Service:
+        if self._service is None:
+            raise RuntimeError("only the root uses the pool; workers call wait()")
+        return self._service
+
+    def _submit(self, calls: Iterable[Any]) -> list[Future]:
+        service = self._root()
+        if self._closed:
+            raise ValueError("Pool not running")
+        return service.submit_many(calls)
+
+    def _chunks(self, items: list[Any], chunksize: int | None) -> list[list[Any]]:
+        if chunksize is None:
+            chunksize, extra = divmod(len(items), self._root().workers * 4)
+            chunksize += bool(extra)
+        if chunksize < 1:
+            chunksize = 1
+        return [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
+
+    def apply(self, func: Callable[..., Any], args: Sequence[Any] = (), kwds=None) -> Any:
+        """``func(*args, **kwds)`` on a worker; wait for the result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any] = (),
+        kwds: dict[str, Any] | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> AsyncResult:
+        """``func(*args, **kwds)`` on a worker; return an ``AsyncResult``."""
+        futures = self._submit([(func, tuple(args), dict(kwds or {}))])
+        return AsyncResult(futures, lambda values: values[0], callback, error_callback)
+
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize=None) -> list:
+        """``[func(x) for x in iterable]`` over the workers, in chunks."""
+        return self.map_async(func, iterable, chunksize).get()
+
+    def map_async(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> AsyncResult:
+        """Like ``map``; return an ``AsyncResult``."""
+        return self._map_async(_map_chunk, func, iterable, chunksize, callback, error_callback)
+
+    def starmap(
+        self, func: Callable[..., Any], iterable: Iterable[Sequence[Any]], chunksize=None
+    ) -> list:
+        """``[func(*args) for args in iterable]`` over the workers, in chunks."""
+        return self.starmap_async(func, iterable, chunksize).get()
+
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Sequence[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> AsyncResult:
+        """Like ``starmap``; return an ``AsyncResult``."""
+        return self._map_async(_starmap_chunk, func, iterable, chunksize, callback, error_callback)
+
+    def _map_async(self, runner, func, iterable, chunksize, callback, error_callback):
+        chunks = self._chunks(list(iterable), chunksize)
+        futures = self._submit((runner, (func, chunk), {}) for chunk in chunks)
+        return AsyncResult(futures, _flatten, callback, error_callback)
+
+    def imap(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+    ) -> Iterator[Any]:
+        """Results of ``func`` over ``iterable`` in order, as they come."""
+        futures = self._submit(
+            (_map_chunk, (func, chunk), {}) for chunk in self._chunks(list(iterable), chunksize)
+        )
+        return _in_order(futures)
+
+    def imap_unordered(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
+    ) -> Iterator[Any]:
+        """Results of ``func`` over ``iterable`` in the order they finish."""
+        futures = self._submit(
+            (_map_chunk, (func, chunk), {}) for chunk in self._chunks(list(iterable), chunksize)
+        )
+        return _as_completed(futures)
+
+    # -- ending -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Take no more work; the workers leave once the queued work is done."""
+        self._closed = True
+        if self._service is not None:
+            self._service.shutdown(wait=False)
+
+    def terminate(self) -> None:
+        """Cancel the work not yet sent and release the workers."""
+        self._closed = True
+        if self._service is not None:
+            self._service.shutdown(wait=True, cancel_futures=True)
+
+    def join(self) -> None:
+        """Wait for the workers to leave; call ``close`` or ``terminate`` first."""
+        if self._service is None:
+            return
+        if not self._closed:
+            raise ValueError("Pool is still running")
+        self._service.join()
+
+    def _at_exit(self) -> None:
+        if self._service is not None and not self._service.done.is_set():
+            self.terminate()
+
+
+def _in_order(futures: list[Future]) -> Iterator[Any]:
+    try:
+        for future in futures:
+            yield from future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _as_completed(futures: list[Future]) -> Iterator[Any]:
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            yield from future.result()
+    finally:
+        for future in futures:
+            future.cancel()

@@ -1,0 +1,272 @@
+"""Start-up and shutdown shared by every ``python -m ringmpi.<program>``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Callable, NoReturn
+
+from ..base import config, mpilib
+from ..base.errors import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    ConfigError,
+    LauncherMismatch,
+    OutputClosed,
+    OutputError,
+    RingmpiError,
+    degraded,
+    format_exception,
+    print_error,
+    write_stderr,
+)
+from ._launcher import (
+    check_launcher,
+    report_before_mpi,
+    start_init_watchdog,
+)
+
+
+def _rank() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
+
+
+def rank_prefix(rank: int | None = None) -> str:
+    """Return the ``[rank@host]`` prefix for per-rank diagnostics."""
+    return f"[{_rank() if rank is None else rank}@{socket.gethostname()}]"
+
+
+def print_result(text: str, file: str | None = None) -> None:
+    """Write ``text`` and a newline to stdout (or to ``file``), now.
+
+    Raises:
+        OutputClosed: The reader closed the pipe (``| head``); ``launch``
+            then ends quietly.
+        OutputError: Any other failure to write, with the reason.
+    """
+    try:
+        if file is not None:
+            with open(file, "w") as out:
+                out.write(text + "\n")
+            return
+        if sys.stdout is None:  # started with stdout closed (>&-)
+            raise OutputError("cannot write the results: standard output is closed")
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed("the output was closed") from None
+    except OSError as exc:
+        where = file or "standard output"
+        raise OutputError(f"cannot write the results to {where}: {exc.strerror or exc}") from None
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _leave_without_finalize(status: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    prefix = rank_prefix()
+    text = format_exception(exc)
+    lines = [f"{prefix} {line}" for line in text.rstrip("\n").splitlines()]
+    write_stderr("\n".join(lines))
+
+
+def _abort(status: int) -> NoReturn:
+    """End the whole job now: other ranks may be blocked waiting on this one."""
+    from mpi4py import MPI
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Let the launcher forward what was just written before its own abort
+    # report, so the error line comes first and whole.
+    if MPI.COMM_WORLD.Get_size() == 1:
+        # Nobody else to stop; and a singleton's Abort prints a help text
+        # that MPI looks for under its build prefix, missing from the wheels.
+        os._exit(status)
+    time.sleep(0.2)
+    MPI.COMM_WORLD.Abort(status)
+    raise SystemExit(status)  # not reached
+
+
+class Watchdog:
+    """Abort the whole job if the run is still going after ``seconds``.
+
+    Every rank starts one; rank 0's fires first and reports, the others fire
+    a little later in case rank 0 cannot (stopped, or stuck in a call that
+    holds the GIL). Once it has fired the run has failed: :meth:`stop` then
+    never returns, so no result is printed after the error line.
+
+    Args:
+        seconds: The time limit.
+        what: What is timed, for the message.
+    """
+
+    def __init__(self, seconds: float, what: str = "the run"):
+        self.seconds = seconds
+        self.what = what
+        self.rank = _rank()
+        self._lock = threading.Lock()
+        self._state = "running"  # then "stopped" or "fired"
+        # Staggered, so that one rank reports and aborts before the next wakes.
+        delay = seconds if self.rank == 0 else seconds + 2.0 + 0.2 * min(self.rank, 20)
+        self._timer = threading.Timer(delay, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "fired"
+        print_error(
+            f"{rank_prefix(self.rank)} {self.what} did not finish within "
+            f"{self.seconds:g} s (--timeout)"
+        )
+        # If MPI cannot abort (its daemon is gone), leave anyway.
+        last_resort = threading.Timer(5.0, os._exit, (EXIT_TIMEOUT,))
+        last_resort.daemon = True
+        last_resort.start()
+        _abort(EXIT_TIMEOUT)
+
+    def stop(self) -> None:
+        """Stop the watchdog when the run ended in time.
+
+        If it has already fired, wait here for the abort it started.
+        """
+        with self._lock:
+            if self._state == "running":
+                self._state = "stopped"
+                self._timer.cancel()
+                return
+        threading.Event().wait()  # the abort (or its last resort) ends the process
+
+
+def start_watchdog(seconds: float, what: str = "the run") -> Watchdog:
+    """Start a :class:`Watchdog`; call its ``stop()`` when the run ends in time."""
+    return Watchdog(seconds, what)
+
+
+def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)`` as an MPI program and return its exit status.
+
+    Expected failures (``RingmpiError``) become one ``error:`` line. A
+    collective one (bad usage) is printed by rank 0 and every rank returns its
+    exit status; any other is printed by the rank that raised it, which then
+    aborts the job. An uncaught exception prints its traceback once, each line
+    prefixed ``[rank@host]``, and aborts the whole job with status 1: without
+    that, the other ranks would wait forever in ``MPI_Finalize``.
+
+    Args:
+        main: The program; returns its exit status.
+        argv: Passed to ``main`` as it is (None: ``main`` reads ``sys.argv``,
+            as ``argparse`` does).
+
+    Returns:
+        The exit status for ``sys.exit``.
+    """
+    status = _before_mpi()
+    if status is not None:
+        return status
+    from mpi4py import MPI
+
+    size = MPI.COMM_WORLD.Get_size()
+    logging.basicConfig(format=f"{rank_prefix()} %(levelname)s: %(message)s", level=logging.WARNING)
+    try:
+        try:
+            config.check()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            check_launcher(size)
+        except LauncherMismatch as exc:
+            report_before_mpi(str(exc))
+            return exc.exit_code
+        status = main(argv)
+        if degraded():
+            _leave_without_finalize(status)
+        return status
+    except BaseException as exc:
+        return _failed(exc, size)
+
+
+def _before_mpi() -> int | None:
+    """Check what must be right before MPI starts, then start it.
+
+    Returns:
+        An exit status if the program must not run, else None.
+    """
+    missing = mpilib.missing_library()
+    if missing:
+        report_before_mpi(missing)
+        return EXIT_FAILURE
+    try:
+        init_timeout = config.init_timeout()
+    except ValueError as exc:
+        # MPI has not started: the launcher's rank 0 speaks for every rank.
+        report_before_mpi(str(exc))
+        return EXIT_USAGE
+    dismiss = start_init_watchdog(init_timeout)
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Get_size()  # MPI starts with the import
+    dismiss()
+    return None
+
+
+def _failed(exc: BaseException, size: int) -> int:
+    """Turn what ended the program into one message and an exit status.
+
+    A collective ``RingmpiError`` is reported by rank 0 and every rank
+    returns; any other is reported by its rank, which aborts the job, since
+    the others may be waiting on it.
+    """
+    if isinstance(exc, OutputClosed):
+        quiet_stdout()
+        return 0
+    if isinstance(exc, RingmpiError):
+        if exc.quiet:
+            return exc.exit_code
+        if exc.collective:
+            if _rank() == 0:
+                print_error(str(exc))
+            if degraded():
+                _leave_without_finalize(exc.exit_code)
+            return exc.exit_code
+        print_error(str(exc))
+        status = exc.exit_code
+    elif isinstance(exc, SystemExit):
+        # sys.exit(0) and --help end normally; a non-zero exit from one rank
+        # must not leave the others waiting.
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not code or size == 1:
+            raise exc
+        if not isinstance(exc.code, int) and exc.code is not None:
+            print_error(f"{rank_prefix()} {exc.code}")
+        status = code
+    elif isinstance(exc, KeyboardInterrupt):
+        print_error(f"{rank_prefix()} interrupted")
+        status = EXIT_INTERRUPTED
+    else:
+        _print_traceback(exc)
+        status = EXIT_FAILURE
+    if size > 1:
+        _abort(status)
+    return status
