@@ -54,6 +54,7 @@ cores, and the root computes tasks itself when its node has a core to spare.
 
 from __future__ import annotations
 
+from ._engine import FarmSendError
 from ._farm import Farm, farm_imap_unordered, farm_map
 from ._outcome import (
     Errors,
@@ -69,7 +70,6 @@ from ._outcome import (
     WorkerStats,
 )
 from ._plan import balance
-from ._root import FarmSendError
 from ._shared import shared
 from ._start import FarmJoinError, FarmUsageError
 from ._stop import FarmStopped
