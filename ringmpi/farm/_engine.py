@@ -185,6 +185,8 @@ class Engine:
         self.stop = stop
         self.watch = watch
         self.hooks = hooks or Hooks()
+        #: whether anyone asks after single tasks (the executor's futures)
+        self.tracked = hooks is not None
         self.backoff = backoff or poll.Backoff()
         self.wake = wake or (lambda: None)
         #: chunks and single tasks waiting to go out, in order
@@ -306,8 +308,9 @@ class Engine:
         if not chunks:
             self.heard[rank] = time.perf_counter()
         chunks.append(deque(indices))
-        for index in indices:
-            self.where[index] = rank
+        if self.tracked:
+            for index in indices:
+                self.where[index] = rank
         if self.tracer is not None:
             self.tracer.handed_out(rank, indices)
         self._send([(i, self.tasks[i]) for i in indices], rank, Tag.TASK, indices)
@@ -457,12 +460,14 @@ class Engine:
                 self.tracer.came_back(rank, batch)
             taking = self.taking.get(rank)
             for index, _, _ in batch:
-                self.hooks.started(index)
-                self.where.pop(index, None)
                 if chunks is not None:
                     _done(chunks, index)
                 if taking:
                     taking.discard(index)
+            if self.tracked:
+                for index, _, _ in batch:
+                    self.hooks.started(index)
+                    self.where.pop(index, None)
             self.emptied.discard(rank)
         if batch.running is not None:
             self.hooks.started(batch.running)

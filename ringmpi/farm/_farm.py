@@ -2,7 +2,7 @@
 
 A :class:`Farm` run joins the ranks on a private communicator and gives each
 its role. The root plans which ranks compute, runs the static schedule
-(:mod:`._static`) or a :class:`~._root.Dispatcher`, and yields each outcome as
+(:mod:`._static`) or the :class:`~._engine.Engine`, and yields each outcome as
 it arrives, after recording it in the journal; it opens the journal before
 any work and hands back what that already holds. After a stop signal every
 rank learns from the root whether the run ended early.

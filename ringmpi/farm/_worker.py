@@ -176,45 +176,49 @@ class Runner:
             between: Called before each task (to read messages when no other
                 thread does).
         """
-        fn = self.fn
+        fn, rank, host, lock = self.fn, self.rank, self.host, self.lock
+        done: tuple[Outcome, tuple[int, Any], float, float] | None = None
         while True:
             if between is not None:
                 between()
-            with self.lock:
+            with lock:
+                if done is not None:  # the last task's outcome, then the next task
+                    outcome, item, end, busy = done
+                    self.current = None
+                    self._outcomes.append(outcome)
+                    self._outcomes.ends.append(end)  # type: ignore[union-attr]
+                    self._tasks.append(item)
+                    self._busy += busy
+                    if len(self._outcomes) >= REPORT_COUNT:
+                        self._flush()
+                    done = None
                 while not self.queue:
                     if self._outcomes:
                         self._flush()  # out of work: report at once
                     if self.closed:
                         return
                     if idle is None:
-                        self.lock.wait()
+                        lock.wait()
                     else:
-                        self.lock.release()
+                        lock.release()
                         try:
                             idle()
                         finally:
-                            self.lock.acquire()
-                index, task = self.queue.popleft()
+                            lock.acquire()
+                item = self.queue.popleft()
                 now = time.perf_counter()
                 if not self.paced and self._outcomes and now - self._since >= REPORT_INTERVAL:
                     self._flush()
+                wall = time.time()
                 if not self._outcomes:
-                    self._outcomes.start = time.time()
+                    self._outcomes.start = wall
                     self._outcomes.ends = []
-                self.current, self._told, self.began = (index, task, time.time()), False, now
+                self.current, self._told, self.began = (item[0], item[1], wall), False, now
+            index, task = item
             value, exc = call(fn, task)
             end = time.time()
-            busy = time.perf_counter() - now
-            error = None if exc is None else describe_error(exc, index, task, self.rank, self.host)
-            with self.lock:
-                self.current = None
-                self._outcomes.append((index, value, error))
-                assert self._outcomes.ends is not None
-                self._outcomes.ends.append(end)
-                self._tasks.append((index, task))
-                self._busy += busy
-                if len(self._outcomes) >= REPORT_COUNT:
-                    self._flush()
+            error = None if exc is None else describe_error(exc, index, task, rank, host)
+            done = ((index, value, error), item, end, time.perf_counter() - now)
 
     def _flush(self) -> None:
         outcomes, tasks, busy = self._outcomes, self._tasks, self._busy
