@@ -3,7 +3,7 @@
 Workloads, each timed in the same job beside ``mpi4py.futures`` where it has
 the same thing:
 
-* ``scale``: 10 tasks per rank that each sleep 10 ms (so oversubscribed ranks
+* ``scale``: 50 tasks per rank that each sleep 10 ms (so oversubscribed ranks
   do not fight for cores), every rank computing (``cores`` = ranks);
   efficiency = ideal time / wall, for ``farm_map``, ``FarmExecutor.map`` and
   ``MPICommExecutor.map``. Run it at 17, 33, 65 and 129 ranks
@@ -92,7 +92,7 @@ def _peak_added(work: Callable[[], Any]) -> tuple[Any, float]:
 
 def _scale(comm, quick: bool) -> list[dict[str, Any]]:
     size = comm.Get_size()
-    n = (2 if quick else 10) * size
+    n = (2 if quick else 50) * size
     rows = []
     for approach in ("farm-map", "farm-executor", "futures"):
         poll.barrier(comm)

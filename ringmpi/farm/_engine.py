@@ -54,6 +54,13 @@ log = logging.getLogger("ringmpi.farm")
 
 #: Chunks a worker holds at once: it starts the next while the root takes in the last.
 DEPTH = 2
+#: A chunk's message is cut to about this many bytes once the root has seen
+#: how large tasks are, so that the sends in flight cost the root little memory.
+CHUNK_BYTES = 4 << 20
+#: Seconds of work (as measured so far) below which a worker gets its second chunk.
+PREFETCH = 0.05
+#: How fast the loop's sleeps grow while nothing arrives.
+GROWTH = 1.25
 #: Seconds past ``task_timeout`` before a silent worker's task counts as late
 #: (its reports come every ``REPORT_INTERVAL`` and the root polls in between).
 DEADLINE_SLACK = 0.5 + REPORT_INTERVAL
@@ -187,7 +194,8 @@ class Engine:
         self.hooks = hooks or Hooks()
         #: whether anyone asks after single tasks (the executor's futures)
         self.tracked = hooks is not None
-        self.backoff = backoff or poll.Backoff()
+        # Growing gently, the wait ends soon after a result that takes a while.
+        self.backoff = backoff or poll.Backoff(growth=GROWTH)
         self.wake = wake or (lambda: None)
         #: chunks and single tasks waiting to go out, in order
         self.ready: deque[list[int]] = deque()
@@ -206,6 +214,10 @@ class Engine:
         #: fault tolerant: ranks with no free core, waiting to replace a lost one
         self.spares: list[int] = []
         self.requests: list[Any] = []
+        #: bytes a task takes in a chunk's message, as last seen
+        self.task_bytes = 0.0
+        #: seconds a task takes on a worker, a moving average (None: none seen)
+        self.task_seconds: float | None = None
         self.failed = False
         #: stopped on a signal with tasks still running past the grace
         self.abandoned = False
@@ -269,13 +281,13 @@ class Engine:
         # A rank asked back that now holds nothing can take work again.
         self.emptied = {r for r in self.emptied if self.held.get(r) or self.taking.get(r)}
         for rank, chunks in self.held.items():
-            while len(chunks) < DEPTH and rank not in self.emptied:
+            while rank not in self.emptied and self._room(len(chunks), _count(chunks)):
                 indices = self._take()
                 if indices is None:
                     break
                 self._send_chunk(rank, indices)
         if self.helper is not None:
-            while self.helper.held() < DEPTH:
+            while self._room(min(self.helper.held(), 1), self.helper.held()):
                 indices = self._take()
                 if indices is None:
                     break
@@ -284,6 +296,20 @@ class Engine:
                 self.helper.add([(i, self.tasks[i]) for i in indices])
         if not self.ready:
             self._steal()
+
+    def _room(self, chunks: int, tasks: int) -> bool:
+        """Whether a worker holding ``chunks`` (``tasks``) gets another one now.
+
+        A second chunk only while the first is short (tasks known to take less
+        than ``PREFETCH`` seconds in all): it hides the round trip for small
+        tasks, and would unbalance large ones (fib(38) and fib(37) on one
+        worker).
+        """
+        if chunks == 0:
+            return True
+        if chunks >= DEPTH or self.task_seconds is None:
+            return False
+        return tasks * self.task_seconds < PREFETCH
 
     def _take(self) -> list[int] | None:
         """Return the next chunk to hand out, or None when none waits."""
@@ -296,6 +322,13 @@ class Engine:
                         chunk.extend(self.ready.popleft())
                 else:
                     chunk = self.ready.popleft()
+                if self.task_bytes and len(chunk) > 1:
+                    most = max(1, int(CHUNK_BYTES / self.task_bytes))
+                    if len(chunk) > most:  # the rest goes first next time
+                        self.ready.appendleft(chunk[most:])
+                        chunk = chunk[:most]
+                        if not self.source.merge:
+                            self.stats.chunks += 1
                 chunk = [i for i in chunk if not self.hooks.dropped(i)]
                 if chunk:
                     if self.source.merge:  # a list's chunks are counted as cut
@@ -313,13 +346,22 @@ class Engine:
                 self.where[index] = rank
         if self.tracer is not None:
             self.tracer.handed_out(rank, indices)
-        self._send([(i, self.tasks[i]) for i in indices], rank, Tag.TASK, indices)
+        sizes: list[int] = []
+        self._send([(i, self.tasks[i]) for i in indices], rank, Tag.TASK, indices, sizes)
+        self.task_bytes = sizes[0] / len(indices)
 
-    def _send(self, obj: Any, rank: int, tag: int, indices: list[int] | None = None) -> None:
+    def _send(
+        self,
+        obj: Any,
+        rank: int,
+        tag: int,
+        indices: list[int] | None = None,
+        sizes: list[int] | None = None,
+    ) -> None:
         from mpi4py import MPI
 
         try:
-            self.requests.append(_wire.isend(self.comm, obj, rank, tag))
+            self.requests.append(_wire.isend(self.comm, obj, rank, tag, sizes))
         except MPI.Exception as exc:
             if self.ft and _ft.is_loss(exc):
                 raise
@@ -456,6 +498,9 @@ class Engine:
             worker = self.stats.worker(rank)
             worker.tasks += len(batch)
             worker.busy += busy
+            each = busy / len(batch)
+            last = self.task_seconds
+            self.task_seconds = each if last is None else 0.7 * last + 0.3 * each
             if self.tracer is not None:
                 self.tracer.came_back(rank, batch)
             taking = self.taking.get(rank)
@@ -586,7 +631,7 @@ class Engine:
         if self.ready and not self.held:
             log.info("every worker is lost: the root computes the rest")
 
-        self.helper = Runner(prepare(self.setup), self.root, self.host, report, paced=True)
+        self.helper = Runner(prepare(self.setup), self.root, self.host, report)
         self.stats.worker(self.root)
         self.helper_thread = threading.Thread(target=self._compute_here, daemon=True)
         self.helper_thread.start()
@@ -631,6 +676,10 @@ class Engine:
                 if not self.ft:
                     raise
         self.requests = live
+
+
+def _count(chunks: deque[deque[int]]) -> int:
+    return sum(len(chunk) for chunk in chunks)
 
 
 def _done(chunks: deque[deque[int]], index: int) -> None:

@@ -81,6 +81,9 @@ def run_chunk(
 #: ``REPORT_COUNT`` outcomes wait.
 REPORT_INTERVAL = 0.005
 REPORT_COUNT = 1024
+#: Seconds a task runs before a report says it started (what futures' running()
+#: and the root's deadlines go by); shorter tasks are known by their outcome.
+RUNNING_NOTE = 0.05
 
 
 class Runner:
@@ -90,21 +93,22 @@ class Runner:
     :meth:`take_back` (tasks not yet started); both may be called from another
     thread. Outcomes are reported through ``report(batch, busy)`` in batches:
     a :class:`Batch` of the tasks that ran back to back since the last report,
-    with ``running`` set to the task that runs now, if any. Whoever feeds the
-    runner calls :meth:`flush_if_due` now and then; without that (``paced``
-    False), the runner reports before a task that starts late enough.
+    with ``running`` set to the task that runs now, if any. The runner reports
+    before a task that starts late enough, and when it runs out of work;
+    whoever feeds it calls :meth:`flush_if_due` now and then, so that a long
+    task's start and the outcomes before it are reported while it runs.
 
     Args:
         fn: The function to apply.
         rank, host: Where it runs, for the outcomes.
-        report: Called with ``(batch, busy_seconds)``, under the runner's lock.
-        paced: Whether another thread calls :meth:`flush_if_due`.
+        report: Called with ``(batch, busy_seconds, tasks)``, under the runner's lock.
     """
 
-    def __init__(self, fn: Callable[[Any], Any], rank: int, host: str, report, paced: bool):
+    def __init__(self, fn: Callable[[Any], Any], rank: int, host: str, report):
         self.fn, self.rank, self.host = fn, rank, host
         self.report = report
-        self.paced = paced
+        #: called when it runs out of work, after its report
+        self.on_idle: Callable[[], None] | None = None
         self.lock = threading.Condition()
         self.queue: deque[tuple[int, Any]] = deque()
         self.closed = False
@@ -152,8 +156,12 @@ class Runner:
     def flush_if_due(self) -> None:
         """Report what waits if ``REPORT_INTERVAL`` has passed since the last report."""
         with self.lock:
-            due = time.perf_counter() - self._since >= REPORT_INTERVAL
-            if due and (self._outcomes or (self.current is not None and not self._told)):
+            now = time.perf_counter()
+            if now - self._since < REPORT_INTERVAL:
+                return
+            if self._outcomes or (
+                self.current is not None and not self._told and now - self.began >= RUNNING_NOTE
+            ):
                 self._flush()
 
     def held(self) -> int:
@@ -177,24 +185,37 @@ class Runner:
                 thread does).
         """
         fn, rank, host, lock = self.fn, self.rank, self.host, self.lock
-        done: tuple[Outcome, tuple[int, Any], float, float] | None = None
+        clock = time.perf_counter
+        # Wall-clock times (for the journal and the trace) from one reading:
+        # perf_counter() plus this offset, a clock read once a task.
+        offset = time.time() - clock()
+        outcomes: Batch | None = None
+        ends: list[float] = []
+        tasks: list[tuple[int, Any]] = []
+        now = 0.0
+        done: tuple[Outcome, tuple[int, Any], float] | None = None
         while True:
             if between is not None:
                 between()
             with lock:
                 if done is not None:  # the last task's outcome, then the next task
-                    outcome, item, end, busy = done
-                    self.current = None
-                    self._outcomes.append(outcome)
-                    self._outcomes.ends.append(end)  # type: ignore[union-attr]
-                    self._tasks.append(item)
-                    self._busy += busy
-                    if len(self._outcomes) >= REPORT_COUNT:
+                    outcome, item, end = done
+                    if self._outcomes is not outcomes:  # a report went meanwhile
+                        outcomes, tasks = self._outcomes, self._tasks
+                        ends = outcomes.ends if outcomes.ends is not None else []
+                        outcomes.ends = ends
+                    outcomes.append(outcome)
+                    ends.append(end + offset)
+                    tasks.append(item)
+                    self._busy += end - now
+                    self.current = done = None
+                    if len(outcomes) >= REPORT_COUNT:
                         self._flush()
-                    done = None
                 while not self.queue:
                     if self._outcomes:
                         self._flush()  # out of work: report at once
+                        if self.on_idle is not None:
+                            self.on_idle()  # more work may follow the report soon
                     if self.closed:
                         return
                     if idle is None:
@@ -206,19 +227,18 @@ class Runner:
                         finally:
                             lock.acquire()
                 item = self.queue.popleft()
-                now = time.perf_counter()
-                if not self.paced and self._outcomes and now - self._since >= REPORT_INTERVAL:
+                now = clock()
+                if self._outcomes and now - self._since >= REPORT_INTERVAL:
                     self._flush()
-                wall = time.time()
                 if not self._outcomes:
-                    self._outcomes.start = wall
+                    self._outcomes.start = now + offset
                     self._outcomes.ends = []
-                self.current, self._told, self.began = (item[0], item[1], wall), False, now
+                self.current, self._told, self.began = (item[0], item[1], now + offset), False, now
             index, task = item
             value, exc = call(fn, task)
-            end = time.time()
+            end = clock()
             error = None if exc is None else describe_error(exc, index, task, rank, host)
-            done = ((index, value, error), item, end, time.perf_counter() - now)
+            done = ((index, value, error), item, end)
 
     def _flush(self) -> None:
         outcomes, tasks, busy = self._outcomes, self._tasks, self._busy
@@ -258,7 +278,7 @@ def serve_dynamic(comm, root: int) -> None:
         with sending:
             send_outcomes(comm, root, outcomes, busy, tasks)
 
-    runner = Runner(prepare(setup), rank, host, report, paced=threaded)
+    runner = Runner(prepare(setup), rank, host, report)
     mailbox = Mailbox(comm, root, runner, report)
     if not threaded:
         runner.run(idle=mailbox.poll, between=mailbox.peek)
@@ -279,14 +299,29 @@ class Mailbox:
 
     def __init__(self, comm, root: int, runner: Runner, report):
         self.comm, self.root, self.runner, self.report = comm, root, runner, report
-        self.backoff = poll.Backoff()
+        self.woken = threading.Event()
+        self.backoff = poll.Backoff(sleep=self._nap)
         self.error: BaseException | None = None
+        runner.on_idle = self.woken.set
+
+    def _nap(self, seconds: float) -> None:
+        # The runner cuts a long nap short when it runs out of work: the
+        # root's answer to its report comes soon, and it waits for it.
+        if self.woken.wait(seconds):
+            self.woken.clear()
+            self.backoff.reset()
 
     def serve(self) -> None:
         """The mailbox thread: read messages and pace reports until told to stop."""
+        idle_cap = self.backoff.cap
         try:
             while not self.poll():
                 self.runner.flush_if_due()
+                # While a task runs nothing is urgent: more work waits its turn,
+                # a TAKE and a long task's running note may come a few ms later
+                # (and waking often would take the GIL from the task).
+                busy = self.runner.current is not None
+                self.backoff.cap = max(idle_cap, RUNNING_NOTE / 2) if busy else idle_cap
         except BaseException as exc:  # the main thread raises it
             self.error = exc
             self.runner.close()

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..base import config, poll
 from ..base.errors import RingmpiError
-from ._engine import Engine, Hooks
+from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
 from ._outcome import FarmStats, Outcome, TaskError, WorkerStats
 from ._plan import node_cores, plan_workers
@@ -194,7 +194,7 @@ class Service:
         self.workers = len(active) + int(root_computes)
         setup: Setup = (apply, options["initializer"], tuple(options["initargs"]))
         self._woken = threading.Event()
-        self._backoff = poll.Backoff(sleep=self._nap)
+        self._backoff = poll.Backoff(sleep=self._nap, growth=GROWTH)
         self.futures = Futures(self._woken.set)
         self.engine = Engine(
             comm, root, self.host, setup, self.stats, self.futures,
