@@ -316,7 +316,12 @@ class Engine:
         with self.lock:
             while self.ready:
                 if self.source.merge:
-                    share = max(1, len(self.ready) // (2 * self.computing))
+                    # Guided, as multiprocessing cuts a map: a share of what
+                    # waits, and once tasks are timed no more than PREFETCH
+                    # seconds of them, so the last chunks end together.
+                    share = max(1, len(self.ready) // (4 * self.computing))
+                    if self.task_seconds:
+                        share = min(share, max(1, int(PREFETCH / self.task_seconds)))
                     chunk: list[int] = []
                     while self.ready and len(chunk) < share:
                         chunk.extend(self.ready.popleft())
