@@ -14,6 +14,7 @@ import pytest
 
 from ringmpi import fib
 from ringmpi.bench import _data as bench_data
+from ringmpi.bench import _engine as bench_engine
 from ringmpi.bench import _fib as bench_fib
 from ringmpi.bench import _local as bench_local
 from ringmpi.bench import _main as bench
@@ -110,6 +111,45 @@ def test_pool_targets():
         "emcee: farm-pool speed / pool speed >= 0.95": (1.0, True),
         "emcee: farm-pool speed / schwimmbad speed >= 1": (1.1, True),
         "emcee: farm-pool speed / futures speed >= 1": (0.9, False),
+    }
+
+
+def test_engine_quick_json(mpirun):
+    result = mpirun(3, *BENCH, "engine", "--quick", "--json", timeout=240).check(0)
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "engine" and report["targets"] == []
+    best = bench_engine.summary(report)
+    assert list(best) == list(bench_engine.WORKLOADS)
+    scale = {row["approach"]: row for row in best["scale"]}
+    assert list(scale) == ["farm-map", "farm-executor", "futures"]
+    assert all(row["correct"] and 0 < row["efficiency"] <= 1.05 for row in scale.values())
+    cancel = {row["approach"]: row for row in best["cancel"]}
+    assert cancel["farm-executor"]["ran"] < cancel["farm-executor"]["tasks"]
+    assert all(row["correct"] for row in best["memory"])
+
+
+def test_engine_targets():
+    report = {
+        "workloads": {
+            "scale": {"runs": [[
+                {"approach": "farm-map", "efficiency": 0.95},
+                {"approach": "farm-executor", "efficiency": 0.85},
+                {"approach": "futures", "efficiency": 0.9},
+            ]]},
+            "head-of-line": {"runs": [[{"approach": "farm-executor", "ratio": 1.2}]]},
+            "cancel": {"runs": [[{"approach": "farm-executor", "seconds": 0.5}]]},
+            "memory": {"runs": [[{"approach": "farm-map", "volume_mib": 954, "added_mib": 400}]]},
+        }
+    }  # fmt: skip
+    met = {t["target"]: (round(t["value"], 3), t["met"]) for t in bench_engine.targets(report)}
+    assert met == {
+        "scale: farm-map efficiency >= 0.9": (0.95, True),
+        "scale: farm-map efficiency / futures' >= 1": (1.056, True),
+        "scale: farm-executor efficiency >= 0.9": (0.85, False),
+        "scale: farm-executor efficiency / futures' >= 1": (0.944, False),
+        "head-of-line: farm-executor in flight / alone <= 1.5": (1.2, True),
+        "cancel: farm-executor seconds <= 2": (0.5, True),
+        "memory: farm-map root peak added [MiB] <= 300": (400, False),
     }
 
 

@@ -297,3 +297,48 @@ def test_a_journal_that_fails_mid_run_ends_the_job_with_one_line(tmp_path):
     con.close()
     helper.run_mpiexec(RANKS, *args, timeout=90).check(0)
     assert done_rows(db) == 200
+
+
+def test_a_killed_root_keeps_what_arrived_whatever_the_chunks(tmp_path):
+    """With the farm's own chunk sizes (many tasks a chunk), every result that
+    reached the root is in the journal: a worker reports each task as it
+    ends, not its whole chunk."""
+    db, gate = tmp_path / "run.db", tmp_path / "gate"
+    args = farm_args(tmp_path, "--chunksize", "0", n=15)
+    # Tasks 0-9 end at once; from 10 on they wait for the gate, so every
+    # chunk (about 25 tasks) stays unfinished on any machine.
+    process = helper.start_mpiexec(
+        RANKS, *args, "--hold-from", "10", "--hold-until", str(gate), timeout=90
+    )
+    wait_until(process, lambda: done_rows(db) >= 10 and len(rank_pids(process)) == RANKS, "10 rows")
+    os.kill(rank_pids(process)[0], signal.SIGKILL)
+    result = wait_all_gone(process, 30)
+    assert result.returncode != 0 and not result.leftovers, result.describe()
+    assert done_rows(db) == 10
+    gate.touch()
+    helper.run_mpiexec(RANKS, *args, "--resume", timeout=90).check(0)
+    assert done_rows(db) == 200
+    assert sorted(computed(tmp_path / "count"))[:10] == list(range(10))
+
+
+def test_a_stop_takes_back_what_has_not_started(tmp_path):
+    """SIGINT to every rank with chunks of 100 tasks of 50 ms in flight: the
+    root takes back the tasks not started and every rank is gone once the
+    running ones end, long before the grace period (or a chunk) is over."""
+    db = tmp_path / "run.db"
+    args = farm_args(
+        tmp_path, "--chunksize", "100", "--sleep", "0.05", "--grace", "60", "--resume",
+        tasks=1000, n=10,
+    )  # fmt: skip
+    process = helper.start_mpiexec(RANKS, *args, timeout=120)
+    wait_until(process, lambda: done_rows(db) >= 20 and len(rank_pids(process)) == RANKS, "20 rows")
+    signalled = time.monotonic()
+    for pid in rank_pids(process).values():
+        os.kill(pid, signal.SIGINT)
+    result = wait_all_gone(process, 60)
+    gone = time.monotonic() - signalled
+    assert result.returncode == 128 + signal.SIGINT, result.describe()
+    # A chunk takes 5 s; the tasks running at the signal take 50 ms.
+    assert gone < 2.5, f"every rank gone {gone:.1f} s after the signal\n{result.describe()}"
+    match = one_error_line(result, r"^error: stopped by SIGINT: (\d+) of 1000 results are in ")
+    assert int(match.group(1)) == done_rows(db) < 1000

@@ -75,7 +75,7 @@ def test_the_layering_contract_holds():
         ("base/poll.py", "from .. import journal", "Each part imports only"),
         ("ring/_ring.py", "from ..fibfarm import run", "Each part imports only"),
         ("journal/_file.py", "from ..bench import main", "Each part imports only"),
-        ("executor/_pool.py", "from ..farm import _open", "private modules"),
+        ("executor/_pool.py", "from ..farm import _engine", "private modules"),
         ("bench/_ring.py", "from ..farm.service import start", "service seam"),
         ("farm/_ft.py", "from . import _farm", "No circles"),
     ],

@@ -16,12 +16,14 @@ from . import config
 
 
 class Backoff:
-    """Spin briefly, then sleep in doubling steps up to ``cap`` seconds.
+    """Spin briefly, then sleep in growing steps up to ``cap`` seconds.
 
     Args:
         cap: The longest sleep (default ``RINGMPI_POLL_MAX_SLEEP``, 1 ms).
         spin: How long to poll without sleeping after ``reset``.
         first: The first sleep.
+        growth: Each sleep is this many times the last (default 2); a smaller
+            factor wakes closer to a reply that comes after a while.
         sleep: Called to sleep, with the seconds (default ``time.sleep``); a
             thread that also waits for work from other threads passes a
             sleep that they can cut short.
@@ -33,8 +35,10 @@ class Backoff:
         spin: float = 2e-4,
         first: float = 5e-5,
         sleep: Callable[[float], Any] = time.sleep,
+        growth: float = 2.0,
     ):
         self.cap = config.poll_max_sleep() if cap is None else cap
+        self.growth = growth
         self.spin = spin
         self.first = min(first, self.cap)
         self.sleep = sleep
@@ -59,7 +63,7 @@ class Backoff:
         if now - self._idle_since < self.spin:
             return False
         self.sleep(self._sleep)
-        self._sleep = min(self._sleep * 2, self.cap)
+        self._sleep = min(self._sleep * self.growth, self.cap)
         return True
 
 

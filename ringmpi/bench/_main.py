@@ -11,6 +11,7 @@ from typing import Any
 from ..base import poll
 from ..harness import RingmpiError, UsageError, print_result
 from . import _data as bench_data
+from . import _engine as bench_engine
 from . import _fib as bench_fib
 from . import _pool as bench_pool
 from . import _ring as bench_ring
@@ -174,7 +175,23 @@ def _run_ring(comm, args, repeat: int, log) -> tuple[dict[str, Any] | None, Any]
     return report, plot_ring
 
 
-RUNNERS = {"fib": _run_fib, "ring": _run_ring, "pool": _run_pool, "data": _run_data}
+def _run_engine(comm, args, repeat: int, log) -> tuple[dict[str, Any] | None, Any]:
+    _need_ranks(comm, "the engine benchmark", 3)
+    names = list(dict.fromkeys(args.workload or bench_engine.WORKLOADS))
+    report = bench_engine.run_benchmark(comm, names, repeat, args.quick, args.processes, log)
+    if report is not None:
+        report["targets"] = [] if args.quick else bench_engine.targets(report)
+        report["text"] = bench_engine.format_report(report, args.quiet)
+    return report, None
+
+
+RUNNERS = {
+    "fib": _run_fib,
+    "ring": _run_ring,
+    "pool": _run_pool,
+    "data": _run_data,
+    "engine": _run_engine,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from .. import __version__
 from ..harness import ArgumentParser, arg_type, int_arg
 from ..ring import parse_size, parse_sweep
 from . import _data as bench_data
+from . import _engine as bench_engine
 from . import _fib as bench_fib
 from . import _pool as bench_pool
 
@@ -57,10 +58,11 @@ def build_parser() -> ArgumentParser:
         description="benchmarks side by side: every way to run the article's Fibonacci "
         "tasks in parallel (fib), ringmpi's ring beside mpi4py.bench (ring), and the "
         "executor and pool beside mpi4py.futures, multiprocessing and schwimmbad (pool), "
-        "and large and shared data beside multiprocessing and mpi4py.futures (data)",
+        "and large and shared data beside multiprocessing and mpi4py.futures (data), "
+        "and the root's engine at scale and in the cases it exists for (engine)",
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{fib,ring,pool,data}")
+    sub = parser.add_subparsers(dest="command", metavar="{fib,ring,pool,data,engine}")
     sub.required = True
     common = ArgumentParser(add_help=False)
     common.add_argument(
@@ -79,7 +81,7 @@ def build_parser() -> ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="log progress on stderr")
     common.add_argument("-q", "--quiet", action="store_true", help="print only the tables")
 
-    for add in (_add_fib, _add_ring, _add_pool, _add_data):
+    for add in (_add_fib, _add_ring, _add_pool, _add_data, _add_engine):
         add(sub, common)
     return parser
 
@@ -145,3 +147,16 @@ def _add_data(sub, common: ArgumentParser) -> None:
         metavar="MIB",
         help="MiB of the shared array in the memory part (default 1024; quick 16)",
     )
+
+
+def _add_engine(sub, common: ArgumentParser) -> None:
+    engine = sub.add_parser(
+        "engine",
+        parents=[common],
+        help="the root's engine at scale, head-of-line, cancel, lone round trips, memory",
+        description="efficiency of farm_map, FarmExecutor.map and mpi4py.futures on tasks "
+        "that sleep 10 ms at this job's size (run at 17, 33, 65, 129 ranks: "
+        "scripts/bench-engine), and the cases the engine exists for",
+    )
+    _add_list(engine, ("-w", "--workload"), "workloads", bench_engine.WORKLOADS)
+    _add_processes(engine, "processes for ProcessPoolExecutor and multiprocessing (default: cores)")

@@ -23,8 +23,11 @@ its sleep short. Starting the farm, queueing tasks and the thread are in
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
+import queue
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -130,25 +133,42 @@ class FarmExecutor(Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        buffersize: int | None = None,
+        unordered: bool = False,
     ) -> Iterator[Any]:
         """Like ``concurrent.futures.Executor.map``: results in order, lazily.
 
-        The iterables are read at once and every task is queued; the results
-        come as the returned iterator reaches them. Waiting past ``timeout``
+        Iterables with a length are read at once and every task is queued;
+        the results come as the returned iterator reaches them. An iterator
+        without a length (a generator, ``itertools.count()``) is read as the
+        results are taken, at most ``256`` tasks per worker ahead, so an endless
+        one works; ``buffersize`` sets that bound for any input (as
+        ``mpi4py.futures`` and Python 3.14 do). Waiting past ``timeout``
         seconds (from this call) raises ``TimeoutError``. ``chunksize`` tasks
         travel as one; queued tasks travel together anyway when they wait.
+        ``unordered=True`` yields the results as they complete.
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0.")
         end = None if timeout is None else timeout + time.monotonic()
         service = self._running()
         argsets = zip(*iterables)
-        if chunksize == 1:
-            futures = service.submit_many((fn, args, {}) for args in argsets)
-            return _ordered(futures, end, flatten=False)
-        chunks = iter(lambda: list(itertools.islice(argsets, chunksize)), [])
-        futures = service.submit_many((_starmap_chunk, (fn, chunk), {}) for chunk in chunks)
-        return _ordered(futures, end, flatten=True)
+        flatten = chunksize > 1
+        calls: Iterator[Any]
+        if flatten:
+            chunks = iter(lambda: list(itertools.islice(argsets, chunksize)), [])
+            calls = ((_starmap_chunk, (fn, chunk), {}) for chunk in chunks)
+        else:
+            calls = ((fn, args, {}) for args in argsets)
+        if buffersize is None and all(hasattr(it, "__len__") for it in iterables):
+            futures = service.submit_many(calls)
+            if unordered:
+                return _completed(futures, end, flatten)
+            return _ordered(futures, end, flatten)
+        window = buffersize or PULLED * max(1, service.workers)
+        return windowed(service.submit_many, calls, window, end, flatten, unordered)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more tasks; with ``wait``, return once every task is done
@@ -160,6 +180,88 @@ class FarmExecutor(Executor):
 
 def _starmap_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
     return [fn(*args) for args in chunk]
+
+
+#: Tasks an iterator without a length is read ahead by, per worker.
+PULLED = 256
+
+
+def windowed(
+    submit: Callable[[Iterable[Any]], list[Future]],
+    calls: Iterator[Any],
+    window: int,
+    end: float | None,
+    flatten: bool,
+    unordered: bool,
+    defer: bool = False,
+) -> Iterator[Any]:
+    """Submit ``calls`` at most ``window`` ahead of the results taken; yield
+    the results (in order, or as they complete). The first window is
+    submitted now, before the first result is asked for; what reading
+    ``calls`` raises comes at once, or with ``defer`` at the first result (as
+    ``multiprocessing``'s ``imap`` does)."""
+    pending: deque[Future] = deque()
+    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+
+    def more(count: int) -> None:
+        for future in submit(itertools.islice(calls, count)):
+            pending.append(future)
+            if unordered:
+                future.add_done_callback(finished.put)
+
+    failed: BaseException | None = None
+    try:
+        more(window)
+    except Exception as exc:
+        if not defer:
+            raise
+        failed = exc
+
+    def left() -> float | None:
+        return None if end is None else max(0.0, end - time.monotonic())
+
+    def results() -> Iterator[Any]:
+        if failed is not None:
+            raise failed
+        try:
+            while pending:
+                if unordered:
+                    try:
+                        future = finished.get(timeout=left())
+                    except queue.Empty:
+                        raise concurrent.futures.TimeoutError from None
+                    pending.remove(future)
+                else:
+                    future = pending.popleft()
+                value = future.result(left())
+                more(1)
+                if flatten:
+                    yield from value
+                else:
+                    yield value
+        finally:
+            for future in pending:
+                future.cancel()
+
+    return results()
+
+
+def _completed(futures: list[Future], end: float | None, flatten: bool) -> Iterator[Any]:
+    """Yield the futures' results as they complete; cancel the rest if left early."""
+
+    def results() -> Iterator[Any]:
+        timeout = None if end is None else end - time.monotonic()
+        try:
+            for future in concurrent.futures.as_completed(futures, timeout):
+                if flatten:
+                    yield from future.result()
+                else:
+                    yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+    return results()
 
 
 def _ordered(futures: list[Future], end: float | None, flatten: bool) -> Iterator[Any]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import itertools
 import multiprocessing
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,6 +32,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..farm.service import Service, start
+from ._executor import PULLED, windowed
 
 
 def _map_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
@@ -274,20 +276,28 @@ class FarmPool:
     def imap(
         self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
     ) -> Iterator[Any]:
-        """Results of ``func`` over ``iterable`` in order, as they come."""
-        futures = self._submit(
-            (_map_chunk, (func, chunk), {}) for chunk in self._chunks(list(iterable), chunksize)
-        )
-        return _in_order(futures)
+        """Results of ``func`` over ``iterable`` in order, as they come.
+
+        The iterable is read as results are taken, a bounded way ahead, so an
+        endless one works."""
+        return self._imap(func, iterable, chunksize, unordered=False)
 
     def imap_unordered(
         self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1
     ) -> Iterator[Any]:
-        """Results of ``func`` over ``iterable`` in the order they finish."""
-        futures = self._submit(
-            (_map_chunk, (func, chunk), {}) for chunk in self._chunks(list(iterable), chunksize)
-        )
-        return _as_completed(futures)
+        """Results of ``func`` over ``iterable`` in the order they finish; the
+        iterable is read as ``imap`` reads it."""
+        return self._imap(func, iterable, chunksize, unordered=True)
+
+    def _imap(self, func, iterable, chunksize: int, unordered: bool) -> Iterator[Any]:
+        service = self._root()
+        if self._closed:
+            raise ValueError("Pool not running")
+        items = iter(iterable)
+        chunks = iter(lambda: list(itertools.islice(items, max(1, chunksize))), [])
+        calls: Iterator[Any] = ((_map_chunk, (func, chunk), {}) for chunk in chunks)
+        window = PULLED * max(1, service.workers)
+        return windowed(self._submit, calls, window, None, True, unordered, defer=True)
 
     # -- ending -----------------------------------------------------------------
 
@@ -314,21 +324,3 @@ class FarmPool:
     def _at_exit(self) -> None:
         if self._service is not None and not self._service.done.is_set():
             self.terminate()
-
-
-def _in_order(futures: list[Future]) -> Iterator[Any]:
-    try:
-        for future in futures:
-            yield from future.result()
-    finally:
-        for future in futures:
-            future.cancel()
-
-
-def _as_completed(futures: list[Future]) -> Iterator[Any]:
-    try:
-        for future in concurrent.futures.as_completed(futures):
-            yield from future.result()
-    finally:
-        for future in futures:
-            future.cancel()

@@ -15,9 +15,14 @@ Message protocol (root ``R``, worker ``W``):
   :mod:`._shared`: arrays once per node in a shared-memory window).
 * ``R -> W`` ``Tag.SETUP``: ``(fn, initializer, initargs)``, or ``None`` for a
   worker that is not needed (more ranks than cores or than tasks).
-* ``R -> W`` ``Tag.TASK``: a chunk ``[(index, task), ...]``, or ``None``: stop.
-* ``W -> R`` ``Tag.RESULT``: ``(outcomes, busy_seconds)`` with one
-  ``(index, value, error)`` per task of the chunk.
+* ``R -> W`` ``Tag.TASK``: a chunk ``[(index, task), ...]`` to queue (a worker
+  holds at most two), or ``None``: stop (sent once the worker holds nothing).
+* ``R -> W`` ``Tag.TAKE``: task indices to give back if they have not started.
+* ``W -> R`` ``Tag.RESULT``: ``(outcomes, busy_seconds)``, a report: a
+  ``Batch`` of ``(index, value, error)`` for the tasks that ended since the
+  last report (sent every few ms while tasks run, and when the worker runs
+  out of work), which task runs now (``running``) and, in answer to a
+  ``TAKE``, the tasks given back (``returned``).
 * ``W -> R`` ``Tag.STOP``: the signal number, when a stop signal reached this
   worker alone (see :mod:`._stop`); the root then stops as if it had it.
 * Everyone ends in a barrier, so every rank returns when the farm is done
@@ -33,11 +38,11 @@ per computing rank (``None`` for the others), a non-spinning barrier, and one
 ``gather`` of ``(outcomes, busy_seconds)``.
 
 Where things live: :mod:`._farm` (the :class:`Farm`: options, one run on
-every rank, the root's side, the journal and a clean stop), :mod:`._root`
-(the root's dispatcher of the dynamic schedule, its recovery from lost
-workers and its deadlines), :mod:`._open` (the dispatcher fed while it runs,
-for the executor and the pool), :mod:`._static` (the static root),
-:mod:`._worker` (the worker's loops), :mod:`._start` (joining),
+every rank, the root's side, the journal and a clean stop), :mod:`._engine`
+(the root's one loop of the dynamic schedule, for the farm, the executor and
+the pool: handing out, taking back, recovery from lost workers, deadlines),
+:mod:`._static` (the static root), :mod:`._worker` (the worker's runner and
+mailbox), :mod:`._start` (joining),
 :mod:`._options` (option checks), :mod:`._plan` (which ranks compute,
 chunking), :mod:`._outcome` (tags, errors, stats), :mod:`._stop` (a clean
 stop on a signal), :mod:`._ft` (ULFM), :mod:`._trace` (spans), :mod:`._wire`
@@ -54,6 +59,7 @@ cores, and the root computes tasks itself when its node has a core to spare.
 
 from __future__ import annotations
 
+from ._engine import FarmSendError
 from ._farm import Farm, farm_imap_unordered, farm_map
 from ._outcome import (
     Errors,
@@ -69,7 +75,6 @@ from ._outcome import (
     WorkerStats,
 )
 from ._plan import balance
-from ._root import FarmSendError
 from ._shared import shared
 from ._start import FarmJoinError, FarmUsageError
 from ._stop import FarmStopped

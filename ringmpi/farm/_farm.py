@@ -2,7 +2,7 @@
 
 A :class:`Farm` run joins the ranks on a private communicator and gives each
 its role. The root plans which ranks compute, runs the static schedule
-(:mod:`._static`) or a :class:`~._root.Dispatcher`, and yields each outcome as
+(:mod:`._static`) or the :class:`~._engine.Engine`, and yields each outcome as
 it arrives, after recording it in the journal; it opens the journal before
 any work and hands back what that already holds. After a stop signal every
 rank learns from the root whether the run ended early.
@@ -22,6 +22,7 @@ from ..base import config, poll
 from ..base.errors import RingmpiError, mark_degraded
 from ..journal import Identity, Journal, JournalError
 from . import _shared, _stop
+from ._engine import Engine, IterSource, ListSource
 from ._ft import leave
 from ._options import check_or_defer
 from ._outcome import (
@@ -36,7 +37,6 @@ from ._outcome import (
     short_repr,
 )
 from ._plan import balance, make_chunks, node_cores, plan_workers
-from ._root import Dispatcher
 from ._start import Unusable, check_setup, join_telling, start
 from ._static import run_static
 from ._stop import FarmStopped, Stop
@@ -44,6 +44,10 @@ from ._trace import Tracer, clock_offsets
 from ._worker import Setup, serve_dynamic, serve_static
 
 log = logging.getLogger("ringmpi.farm")
+
+#: Tasks an iterator is read ahead by, per computing rank: enough to keep
+#: every worker busy, few enough that an endless one costs little memory.
+PULLED = 256
 
 #: The ranks of a run as the root plans them: active, idle, root computes.
 Ranks = tuple[list[int], list[int], bool]
@@ -156,7 +160,7 @@ class Farm:
         #: During a run on the root: the open journal, the indices of the tasks
         #: this run computes, how many tasks have a final outcome and a result.
         self._journal: Journal | None = None
-        self._todo: list[int] = []
+        self._todo: Sequence[int] = []
         self._final = 0
         self._results = 0
         #: During a run: the stop on a signal, with ``grace``.
@@ -193,6 +197,9 @@ class Farm:
             FarmTimeout: On the root, when a task ran past ``task_timeout``.
         """
         task_list = self._task_list(tasks)
+        if isinstance(task_list, Lazy):
+            pulled = dict(self._run(task_list))
+            return [pulled[i] for i in range(len(pulled))]
         results: list[Any] = [None] * (len(task_list) if isinstance(task_list, list) else 0)
         for index, value in self._run(task_list):
             results[index] = value
@@ -216,7 +223,7 @@ class Farm:
     def _is_root(self) -> bool:
         return self.comm.Get_rank() == self.root
 
-    def _task_list(self, tasks: Iterable[Any] | None) -> list[Any] | Unusable | None:
+    def _task_list(self, tasks: Iterable[Any] | None) -> list[Any] | Lazy | Unusable | None:
         if not self._is_root or tasks is None:
             return None
         # A farm left half-read on this communicator holds the workers:
@@ -225,11 +232,25 @@ class Farm:
         if earlier is not None:
             earlier.close()
         try:
+            if self._can_pull(tasks):
+                return Lazy(iter(tasks))
             return list(tasks)
         except TypeError:
             return Unusable(f"the tasks must be iterable, not {type(tasks).__name__}")
 
-    def _run(self, tasks: list[Any] | Unusable | None) -> Iterator[tuple[int, Any]]:
+    def _can_pull(self, tasks: Iterable[Any]) -> bool:
+        """Whether to read ``tasks`` as the workers need them rather than up front:
+        an iterator (no length), with nothing that needs them all first (a
+        journal's identity, costs to order them, a static split, a total for
+        the progress)."""
+        return not hasattr(tasks, "__len__") and (
+            self.journal_path is None
+            and self.cost is None
+            and self.schedule is Schedule.DYNAMIC
+            and self.progress is None
+        )
+
+    def _run(self, tasks: list[Any] | Lazy | Unusable | None) -> Iterator[tuple[int, Any]]:
         from mpi4py import MPI
 
         begin = time.perf_counter()
@@ -253,13 +274,13 @@ class Farm:
             trace = start(comm, self.root, problem, self.trace)
             assert not isinstance(tasks, Unusable)  # start() raised
             offsets = clock_offsets(comm, self.root) if trace else None
-            kept = self._open_journal(comm, tasks or [])
+            kept = self._open_journal(comm, tasks)
             stopping = self._stop.installed() if self._stop else _nothing()
             with _shared.attach(comm, self.root, plan), stopping:
                 if self._is_root:
                     assert tasks is not None
                     yield from kept
-                    work = [tasks[i] for i in self._todo]
+                    work = tasks if isinstance(tasks, Lazy) else [tasks[i] for i in self._todo]
                     try:
                         for index, value in self._root(comm, work, layout, ft, begin, offsets):
                             yield self._todo[index], value
@@ -267,7 +288,7 @@ class Farm:
                         if self._stop is not None:  # the workers wait to agree on a stop
                             _stop.agree(comm, 0, ft)
                         raise
-                    self._agree_on_stop(comm, ft, len(tasks))
+                    self._agree_on_stop(comm, ft, self._total())
                 else:
                     self._serve(comm, ft)
                     self._agree_on_stop(comm, ft, 0)
@@ -321,7 +342,9 @@ class Farm:
     ) -> Iterator[tuple[int, Any]]:
         hosts, ranks = self._plan_ranks(layout, ft)
         active, idle, root_computes = ranks
-        costs = [float(self.cost(t)) for t in tasks] if self.cost else None
+        costs = (
+            [float(self.cost(t)) for t in tasks] if self.cost and isinstance(tasks, list) else None
+        )
         stats = self.stats = FarmStats(idle_ranks=idle, root_computes=root_computes, hosts=hosts)
         stats.workers = [WorkerStats(r, hosts[r]) for r in active]
         if root_computes:
@@ -344,6 +367,8 @@ class Farm:
         finally:
             stats.elapsed = time.perf_counter() - start
         leave(comm, ft, failed=bool(stats.lost))
+        if isinstance(tasks, Lazy) and tasks.source is not None and tasks.source.error:
+            raise tasks.source.error  # the task iterator's own error, the workers released
         if stats.errors and self.errors is Errors.RAISE:
             raise FarmError.of(stats.errors)
 
@@ -383,7 +408,7 @@ class Farm:
     def _root_dynamic(
         self,
         comm,
-        tasks: list[Any],
+        tasks: list[Any] | Lazy,
         ranks: Ranks,
         costs: list[float] | None,
         setup: Setup,
@@ -393,33 +418,38 @@ class Farm:
         active, idle, root_computes = ranks
         stats = self.stats
         computing = len(active) + int(root_computes)
-        chunks = make_chunks(len(tasks), computing, self.chunksize, costs)
-        stats.chunks = len(chunks)
-        dispatcher = Dispatcher(
-            comm, self.root, self.host, tasks, chunks, setup, stats,
-            ft=ft, stop_on_error=self.errors is Errors.RAISE,
+        source: ListSource | IterSource
+        if isinstance(tasks, Lazy):
+            source = tasks.source = IterSource(tasks.iterator, max(1024, PULLED * computing))
+        else:
+            chunks = make_chunks(len(tasks), computing, self.chunksize, costs)
+            stats.chunks = len(chunks)
+            source = ListSource(tasks, chunks)
+        engine = Engine(
+            comm, self.root, self.host, setup, stats, source,
+            computing=computing, ft=ft, stop_on_error=self.errors is Errors.RAISE,
             task_timeout=self.task_timeout, tracer=tracer,
             retries=self.retries, stop=self._stop,
             watch=self._journal.check if self._journal is not None else None,
         )  # fmt: skip
-        dispatcher.start(active, idle, root_computes)
+        engine.start(active, idle, root_computes)
         try:
-            yield from self._emit(dispatcher.outcomes(), tasks)
+            yield from self._emit(engine.outcomes(), tasks)
         except GeneratorExit:
-            # The caller stopped reading: hand out nothing more, take in what
-            # is in flight, and let the workers go.
-            dispatcher.failed = True
-            for _ in dispatcher.outcomes():
+            # The caller stopped reading: hand out nothing more, take back
+            # what has not started, take in what runs, and let the workers go.
+            engine.fail()
+            for _ in engine.outcomes():
                 pass
-            dispatcher.drain()
+            engine.drain()
             leave(comm, ft, failed=bool(stats.lost))
             raise
-        if dispatcher.abandoned and self._stop is not None and self._stop.signum:
-            # Chunks still in flight past the grace: end the job now.
+        if engine.abandoned and self._stop is not None and self._stop.signum:
+            # Tasks still running past the grace: end the job now.
             raise self._stopped(self._stop.signum, self._total(), collective=False)
-        dispatcher.drain()
+        engine.drain()
 
-    def _emit(self, batches: Iterable[list[Outcome]], tasks: list[Any]):
+    def _emit(self, batches: Iterable[list[Outcome]], tasks: Sequence[Any]):
         """Yield ``(index, value)`` per outcome; record errors, and yield them
         in place of the value when they are collected. Every outcome, a failed
         attempt that will be retried included, goes to the journal first."""
@@ -446,13 +476,18 @@ class Farm:
 
     # -- the journal and a clean stop ---------------------------------------------
 
-    def _open_journal(self, comm, tasks: list[Any]) -> list[tuple[int, Any]]:
+    def _open_journal(self, comm, tasks: list[Any] | Lazy | None) -> list[tuple[int, Any]]:
         """Open the journal on the root and tell every rank whether it could.
 
         Returns:
             On the root, ``(index, value)`` of the tasks the journal already
             holds (their outcomes come back without running); else empty.
         """
+        if isinstance(tasks, Lazy):  # no journal: every task pulled runs
+            self._todo = tasks
+            self._final = self._results = 0
+            return []
+        tasks = tasks or []
         self._todo = list(range(len(tasks)))
         self._final = self._results = 0
         if self.journal_path is None:
@@ -513,7 +548,7 @@ class Farm:
     def _total(self) -> int:
         return self._journal.identity.tasks if self._journal is not None else len(self._todo)
 
-    def _record(self, outcomes: list[Outcome], tasks: list[Any]) -> None:
+    def _record(self, outcomes: list[Outcome], tasks: Sequence[Any]) -> None:
         journal = self._journal
         assert journal is not None
         todo = self._todo
@@ -527,6 +562,24 @@ class Farm:
             getattr(outcomes, "host", None),
             getattr(outcomes, "start", None),
         )
+
+
+class Lazy(Sequence[int]):
+    """Tasks read from an iterator as the workers need them.
+
+    As the run's ``_todo`` it maps each task's index to itself, and its length
+    is how many tasks were pulled so far.
+    """
+
+    def __init__(self, iterator: Iterator[Any]):
+        self.iterator = iterator
+        self.source: IterSource | None = None
+
+    def __getitem__(self, index):
+        return index
+
+    def __len__(self) -> int:
+        return self.source.count if self.source is not None else 0
 
 
 @contextlib.contextmanager

@@ -18,15 +18,20 @@ class Batch(list):
     """A chunk's outcomes, with where and when they were computed.
 
     A list of ``(index, value, error)`` that also carries ``rank``, ``host``,
-    ``start`` (wall-clock time the chunk began) and ``ends`` (when each task
-    ended), for the journal; on the root, ``retried`` holds the indices that
-    failed and will run again.
+    ``start`` (wall-clock time the first task began) and ``ends`` (when each
+    task ended; tasks ran back to back), for the journal and the trace. A
+    worker's report also says which task it is running now (``running``) and
+    which tasks it gave back unstarted (``returned``, the answer to
+    ``Tag.TAKE``). On the root, ``retried`` holds the indices that failed and
+    will run again.
     """
 
     rank: int | None = None
     host: str | None = None
     start: float | None = None
     ends: list[float] | None = None
+    running: int | None = None
+    returned: Sequence[int] = ()
     retried: frozenset[int] = frozenset()
 
     @classmethod
@@ -47,6 +52,8 @@ class Tag(enum.IntEnum):
     START = 104
     CLOCK = 105
     STOP = 106
+    #: ``R -> W``: task indices to give back if they have not started.
+    TAKE = 107
     #: The parts of a large message, after its header (see ``_wire``).
     BULK = 121
     #: ``R -> W``: the farm's shared data (see ``_shared``).

@@ -39,7 +39,7 @@ def run_static(
             parcels[rank] = _wire.Parcel(share)
             sendobj[rank] = parcels[rank].header
         if tracer is not None:
-            tracer.handed_out(rank)
+            tracer.handed_out(rank, indices)
     comm.scatter(sendobj, root=root)
     sends = [r for rank, parcel in parcels.items() for r in parcel.isend(comm, rank)]
     outcomes: list[Outcome] = []

@@ -1,8 +1,9 @@
 """A clean stop on SIGTERM, SIGINT or SIGUSR1 while a farm runs.
 
-The handler only notes the signal; the root's dispatcher then stops handing
-out work and waits up to ``grace`` seconds for the chunks in flight, and the
-workers finish their chunk and leave when the root says so. A worker that
+The handler only notes the signal; the root's engine then stops handing out
+work, takes back what the workers have not started, and waits up to
+``grace`` seconds for the tasks running; the workers leave when the root
+says so. A worker that
 gets the signal alone (``kill`` of one rank, the kernel's OOM handling a
 SIGTERM) tells the root at once (``Tag.STOP``), and the whole farm stops the
 same way. If a rank is
@@ -70,7 +71,7 @@ class Stop:
     """Notes the first stop signal; see the module docstring.
 
     Args:
-        grace: Seconds the root waits for chunks in flight.
+        grace: Seconds the root waits for the tasks running.
     """
 
     def __init__(self, grace: float):

@@ -70,30 +70,33 @@ class Tracer:
         self.origin = origin
         self.chunks = 0
         self.lock = threading.Lock()
-        #: rank -> (chunk number, when it was handed out)
+        #: task index -> (chunk number, when it was handed out)
         self.sent: dict[int, tuple[int, float]] = {}
 
     def now(self) -> float:
         return time.time() - self.origin
 
-    def handed_out(self, rank: int) -> None:
-        """Note that ``rank`` was just given a chunk."""
+    def handed_out(self, rank: int, indices: Sequence[int]) -> None:
+        """Note that ``rank`` was just given the chunk of tasks ``indices``."""
         with self.lock:
-            self.sent[rank] = (self.chunks, self.now())
+            sent = (self.chunks, self.now())
             self.chunks += 1
+            for index in indices:
+                self.sent[index] = sent
 
     def came_back(self, rank: int, outcomes: Sequence[Outcome]) -> None:
-        """Record the spans of the chunk ``rank`` just returned (a ``Batch``)."""
+        """Record the spans of the tasks ``rank`` just reported (a ``Batch``)."""
         received = self.now()
-        chunk, dispatched = self.sent.pop(rank, (-1, received))
         start, ends = getattr(outcomes, "start", None), getattr(outcomes, "ends", None)
         if start is None or ends is None:
             return
         shift = self.origin + self.offsets.get(rank, 0.0)
         host = self.hosts[rank] if rank < len(self.hosts) else "?"
-        for (index, _, _), end in zip(outcomes, ends):
-            span = TaskSpan(
-                index, rank, host, start - shift, end - shift, chunk, dispatched, received
-            )
-            self.spans.append(span)
-            start = end
+        with self.lock:
+            for (index, _, _), end in zip(outcomes, ends):
+                chunk, dispatched = self.sent.pop(index, (-1, received))
+                span = TaskSpan(
+                    index, rank, host, start - shift, end - shift, chunk, dispatched, received
+                )
+                self.spans.append(span)
+                start = end

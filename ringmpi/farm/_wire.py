@@ -242,11 +242,16 @@ class Sends:
         return False
 
 
-def isend(comm, obj: Any, dest: int, tag: int):
-    """Start sending ``obj`` of any size; return something to ``Test()``."""
+def isend(comm, obj: Any, dest: int, tag: int, sizes: list[int] | None = None):
+    """Start sending ``obj`` of any size; return something to ``Test()``.
+
+    ``sizes``, if given, gets the message's size in bytes appended.
+    """
     from mpi4py import MPI
 
     segments, buffers = dumps(obj)
+    if sizes is not None:
+        sizes.append(sum(len(s) for s in segments) + sum(b.nbytes for b in buffers))
     if _is_plain(segments, buffers):
         return comm.Isend([segments[0], MPI.BYTE], dest, tag)
     requests = [comm.isend(_header(segments, buffers), dest, tag)]

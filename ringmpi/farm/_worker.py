@@ -6,10 +6,11 @@ and the initializer arrive in the SETUP message.
 
 from __future__ import annotations
 
-import pickle
 import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from ..base import poll
@@ -74,21 +75,291 @@ def run_chunk(
     return outcomes, time.perf_counter() - begin
 
 
+#: Seconds a worker's outcomes wait before they are reported: a report goes
+#: when this much has passed since the last (also while a long task runs, so
+#: the root learns that it started), when the worker runs out of work, or when
+#: ``REPORT_COUNT`` outcomes wait.
+REPORT_INTERVAL = 0.005
+REPORT_COUNT = 1024
+#: Seconds a task runs before a report says it started (what futures' running()
+#: and the root's deadlines go by); shorter tasks are known by their outcome.
+RUNNING_NOTE = 0.05
+
+
+class Runner:
+    """Runs tasks one after another from its queue and reports their outcomes.
+
+    The queue is filled by :meth:`add` and emptied from the back by
+    :meth:`take_back` (tasks not yet started); both may be called from another
+    thread. Outcomes are reported through ``report(batch, busy)`` in batches:
+    a :class:`Batch` of the tasks that ran back to back since the last report,
+    with ``running`` set to the task that runs now, if any. The runner reports
+    before a task that starts late enough, and when it runs out of work;
+    whoever feeds it calls :meth:`flush_if_due` now and then, so that a long
+    task's start and the outcomes before it are reported while it runs.
+
+    Args:
+        fn: The function to apply.
+        rank, host: Where it runs, for the outcomes.
+        report: Called with ``(batch, busy_seconds, tasks)``, under the runner's lock.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], rank: int, host: str, report):
+        self.fn, self.rank, self.host = fn, rank, host
+        self.report = report
+        #: called when it runs out of work, after its report
+        self.on_idle: Callable[[], None] | None = None
+        self.lock = threading.Condition()
+        self.queue: deque[tuple[int, Any]] = deque()
+        self.closed = False
+        #: outcomes not yet reported, and their tasks; seconds they took
+        self._outcomes = Batch()
+        self._tasks: list[tuple[int, Any]] = []
+        self._busy = 0.0
+        self._since = time.perf_counter()
+        #: the task running now: (index, task, wall-clock start), and whether
+        #: a report said so
+        self.current: tuple[int, Any, float] | None = None
+        self._told = False
+        #: perf_counter() when the current task began (for the root's deadlines)
+        self.began = 0.0
+
+    # -- from the feeding thread ------------------------------------------------
+
+    def add(self, chunk: Sequence[tuple[int, Any]]) -> None:
+        with self.lock:
+            self.queue.extend(chunk)
+            self.lock.notify()
+
+    def take_back(self, indices: Collection[int]) -> list[int]:
+        """Remove the tasks of ``indices`` that have not started; return them."""
+        wanted = set(indices)
+        with self.lock:
+            back = [index for index, _ in self.queue if index in wanted]
+            if back:
+                self.queue = deque(item for item in self.queue if item[0] not in wanted)
+            return back
+
+    def take_back_all(self) -> list[int]:
+        """Remove every task that has not started; return them in order."""
+        with self.lock:
+            back = [index for index, _ in self.queue]
+            self.queue.clear()
+            return back
+
+    def close(self) -> None:
+        """No more tasks will come: :meth:`run` returns once the queue is empty."""
+        with self.lock:
+            self.closed = True
+            self.lock.notify()
+
+    def flush_if_due(self) -> None:
+        """Report what waits if ``REPORT_INTERVAL`` has passed since the last report."""
+        with self.lock:
+            now = time.perf_counter()
+            if now - self._since < REPORT_INTERVAL:
+                return
+            if self._outcomes or (
+                self.current is not None and not self._told and now - self.began >= RUNNING_NOTE
+            ):
+                self._flush()
+
+    def held(self) -> int:
+        """Tasks queued or running here."""
+        with self.lock:
+            return len(self.queue) + (self.current is not None)
+
+    # -- on the running thread ----------------------------------------------------
+
+    def run(
+        self,
+        idle: Callable[[], object] | None = None,
+        between: Callable[[], object] | None = None,
+    ) -> None:
+        """Run tasks until closed and empty.
+
+        Args:
+            idle: Called while no task waits (default: wait to be woken by
+                :meth:`add` or :meth:`close`).
+            between: Called before each task (to read messages when no other
+                thread does).
+        """
+        fn, rank, host, lock = self.fn, self.rank, self.host, self.lock
+        clock = time.perf_counter
+        # Wall-clock times (for the journal and the trace) from one reading:
+        # perf_counter() plus this offset, a clock read once a task.
+        offset = time.time() - clock()
+        outcomes: Batch | None = None
+        ends: list[float] = []
+        tasks: list[tuple[int, Any]] = []
+        now = 0.0
+        done: tuple[Outcome, tuple[int, Any], float] | None = None
+        while True:
+            if between is not None:
+                between()
+            with lock:
+                if done is not None:  # the last task's outcome, then the next task
+                    outcome, item, end = done
+                    if self._outcomes is not outcomes:  # a report went meanwhile
+                        outcomes, tasks = self._outcomes, self._tasks
+                        ends = outcomes.ends if outcomes.ends is not None else []
+                        outcomes.ends = ends
+                    outcomes.append(outcome)
+                    ends.append(end + offset)
+                    tasks.append(item)
+                    self._busy += end - now
+                    self.current = done = None
+                    if len(outcomes) >= REPORT_COUNT:
+                        self._flush()
+                while not self.queue:
+                    if self._outcomes:
+                        self._flush()  # out of work: report at once
+                        if self.on_idle is not None:
+                            self.on_idle()  # more work may follow the report soon
+                    if self.closed:
+                        return
+                    if idle is None:
+                        lock.wait()
+                    else:
+                        lock.release()
+                        try:
+                            idle()
+                        finally:
+                            lock.acquire()
+                item = self.queue.popleft()
+                now = clock()
+                if self._outcomes and now - self._since >= REPORT_INTERVAL:
+                    self._flush()
+                if not self._outcomes:
+                    self._outcomes.start = now + offset
+                    self._outcomes.ends = []
+                self.current, self._told, self.began = (item[0], item[1], now + offset), False, now
+            index, task = item
+            value, exc = call(fn, task)
+            end = clock()
+            error = None if exc is None else describe_error(exc, index, task, rank, host)
+            done = ((index, value, error), item, end)
+
+    def _flush(self) -> None:
+        outcomes, tasks, busy = self._outcomes, self._tasks, self._busy
+        outcomes.rank, outcomes.host = self.rank, self.host
+        if self.current is not None:
+            outcomes.running = self.current[0]
+            self._told = True
+            if not outcomes:
+                outcomes.start = self.current[2]
+        self._outcomes, self._tasks, self._busy = Batch(), [], 0.0
+        self._since = time.perf_counter()
+        if self.current is not None:  # the next report begins with it
+            self._outcomes.start, self._outcomes.ends = self.current[2], []
+        self.report(outcomes, busy, tasks)
+
+
 def serve_dynamic(comm, root: int) -> None:
-    """Serve chunks until the root says stop (``None``)."""
+    """Serve tasks until the root says stop (``None``).
+
+    Tasks run on this (the main) thread, one after another, from a
+    :class:`Runner`'s queue. With ``MPI_THREAD_MULTIPLE`` a mailbox thread
+    receives the root's messages (more tasks, ``TAKE`` to give back tasks not
+    yet started) and paces the reports while a task runs; without it the
+    main thread reads them between tasks.
+    """
+    from mpi4py import MPI
+
     rank, host = comm.Get_rank(), socket.gethostname()
     backoff = poll.Backoff()
     setup = _wire.received(comm, poll.recv(comm, root, Tag.SETUP, backoff=backoff), root)
     if setup is None:
         return  # not needed: more ranks than cores or than tasks
-    fn = prepare(setup)
-    while True:
-        chunk = _wire.received(comm, poll.recv(comm, root, Tag.TASK, backoff=backoff), root)
-        if chunk is None:
-            return
-        outcomes, busy = run_chunk(fn, chunk, rank, host)
-        send_outcomes(comm, root, outcomes, busy, chunk)
-        backoff.reset()
+    threaded = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+    sending = threading.Lock()  # the parts of one message never interleave
+
+    def report(outcomes: Batch, busy: float, tasks: list[tuple[int, Any]]) -> None:
+        with sending:
+            send_outcomes(comm, root, outcomes, busy, tasks)
+
+    runner = Runner(prepare(setup), rank, host, report)
+    mailbox = Mailbox(comm, root, runner, report)
+    if not threaded:
+        runner.run(idle=mailbox.poll, between=mailbox.peek)
+        return
+    thread = threading.Thread(target=mailbox.serve, name="ringmpi-worker-mailbox", daemon=True)
+    thread.start()
+    try:
+        runner.run()
+    finally:
+        runner.close()
+        thread.join()
+    if mailbox.error is not None:
+        raise mailbox.error
+
+
+class Mailbox:
+    """A worker's messages from the root: ``TASK`` chunks (``None``: stop) and ``TAKE``."""
+
+    def __init__(self, comm, root: int, runner: Runner, report):
+        self.comm, self.root, self.runner, self.report = comm, root, runner, report
+        self.woken = threading.Event()
+        self.backoff = poll.Backoff(sleep=self._nap)
+        self.error: BaseException | None = None
+        runner.on_idle = self.woken.set
+
+    def _nap(self, seconds: float) -> None:
+        # The runner cuts a long nap short when it runs out of work: the
+        # root's answer to its report comes soon, and it waits for it.
+        if self.woken.wait(seconds):
+            self.woken.clear()
+            self.backoff.reset()
+
+    def serve(self) -> None:
+        """The mailbox thread: read messages and pace reports until told to stop."""
+        idle_cap = self.backoff.cap
+        try:
+            while not self.poll():
+                self.runner.flush_if_due()
+                # While a task runs nothing is urgent: more work waits its turn,
+                # a TAKE and a long task's running note may come a few ms later
+                # (and waking often would take the GIL from the task).
+                busy = self.runner.current is not None
+                self.backoff.cap = max(idle_cap, RUNNING_NOTE / 2) if busy else idle_cap
+        except BaseException as exc:  # the main thread raises it
+            self.error = exc
+            self.runner.close()
+
+    def poll(self) -> bool:
+        """Take in what the root sent, waiting a little if nothing came; True once stopped."""
+        return self._take_in(wait=True)
+
+    def peek(self) -> bool:
+        """Take in what the root sent, without waiting; True once stopped."""
+        return self._take_in(wait=False)
+
+    def _take_in(self, wait: bool) -> bool:
+        from mpi4py import MPI
+
+        comm, root, runner = self.comm, self.root, self.runner
+        status = MPI.Status()
+        if wait:
+            message = poll.improbe(comm, root, MPI.ANY_TAG, status, self.backoff)
+        else:
+            message = comm.improbe(root, MPI.ANY_TAG, status)
+        while message is not None:
+            self.backoff.reset()
+            tag = status.Get_tag()
+            obj = _wire.received(comm, message.recv(), root)
+            if tag == Tag.TAKE:
+                back = runner.take_back(obj)
+                reply = Batch()
+                reply.returned = back
+                with runner.lock:
+                    self.report(reply, 0.0, [])
+            elif obj is None:
+                runner.close()
+                return True
+            else:
+                runner.add(obj)
+            message = comm.improbe(root, MPI.ANY_TAG, status)
+        return False
 
 
 def send_outcomes(
@@ -106,8 +377,6 @@ def send_outcomes(
     try:
         _wire.send(comm, (outcomes, busy), root, Tag.RESULT)
         return
-    except (pickle.PicklingError, TypeError, AttributeError):
-        outcomes = sendable_batch(outcomes, chunk, rank, host)
     except MPI.Exception as exc:
         if is_loss(exc):
             raise
@@ -117,6 +386,8 @@ def send_outcomes(
             for (i, _, _), (_, task) in zip(outcomes, chunk)
         ]
         outcomes = Batch.like(outcomes, failed)
+    except Exception:  # anything pickling raises: nothing was sent
+        outcomes = sendable_batch(outcomes, chunk, rank, host)
     _wire.send(comm, (outcomes, busy), root, Tag.RESULT)
 
 

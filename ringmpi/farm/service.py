@@ -11,10 +11,12 @@ function that serves tasks.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Future
@@ -22,9 +24,9 @@ from typing import Any
 
 from ..base import config, poll
 from ..base.errors import RingmpiError
+from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
-from ._open import Call, OpenDispatcher, apply
-from ._outcome import FarmStats, WorkerStats
+from ._outcome import FarmStats, Outcome, TaskError, WorkerStats
 from ._plan import node_cores, plan_workers
 from ._start import join
 from ._worker import Setup, serve_dynamic
@@ -38,6 +40,140 @@ class FarmBroken(BrokenExecutor):
 
     # Named where users import it from, as in tracebacks.
     __module__ = "ringmpi.executor"
+
+
+#: A task as the workers run it: ``(fn, args, kwargs)``.
+Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
+
+
+def apply(task: Call) -> Any:
+    """Run one ``(fn, args, kwargs)`` task: the function every worker serves."""
+    fn, args, kwargs = task
+    return fn(*args, **kwargs)
+
+
+def task_exception(error: TaskError) -> BaseException:
+    """The exception a failed task's future raises: the original one when it
+    travelled (its ``__cause__`` holds the remote traceback), else the
+    ``TaskError``."""
+    return error.exception if error.exception is not None else error
+
+
+class Futures(Hooks):
+    """The executor's tasks for the engine: queued by the caller's thread,
+    moved in by the root's thread, each with its future.
+
+    The engine's source (``fill``, ``exhausted``) and hooks: a future is
+    running once its task has started on a worker, and a cancelled one is
+    dropped, or taken back from the worker that holds it.
+    """
+
+    merge = True
+
+    def __init__(self, wake: Callable[[], None]):
+        self.wake = wake
+        #: index -> task and future, from ``fill`` until the outcome (root's thread)
+        self.tasks: dict[int, Call] = {}
+        self.futures: dict[int, Future] = {}
+        self.lock = threading.Lock()
+        self.queue: list[tuple[int, Call, Future]] = []
+        self.cancelled: list[int] = []
+        self.count = itertools.count()
+        self.closed = False
+        self.cancel_all = False
+        self.exhausted = False
+
+    # -- the caller's thread ------------------------------------------------------
+
+    def add(self, calls: Iterable[Call]) -> list[Future]:
+        futures = []
+        with self.lock:
+            for call in calls:
+                future: Future = Future()
+                index = next(self.count)
+                future.add_done_callback(functools.partial(self._done, index))
+                self.queue.append((index, call, future))
+                futures.append(future)
+        self.wake()
+        return futures
+
+    def _done(self, index: int, future: Future) -> None:
+        if future.cancelled():
+            with self.lock:
+                self.cancelled.append(index)
+            self.wake()
+
+    def close(self, cancel: bool) -> None:
+        with self.lock:
+            self.closed = True
+            queued = [future for _, _, future in self.queue] if cancel else []
+            held = list(self.futures.values()) if cancel else []
+            self.cancel_all = self.cancel_all or cancel
+        for future in queued + held:
+            future.cancel()
+        self.wake()
+
+    # -- the root's thread ---------------------------------------------------------
+
+    def fill(self, engine: Engine) -> None:
+        with self.lock:
+            items, self.queue = self.queue, []
+            cancelled, self.cancelled = self.cancelled, []
+            cancel_all, self.cancel_all = self.cancel_all, False
+            self.exhausted = self.closed and not items
+        for index, call, future in items:
+            if future.cancelled():
+                continue
+            self.tasks[index] = call
+            self.futures[index] = future
+            engine.ready.append([index])
+        if cancel_all:
+            engine.take_back()
+        elif cancelled:
+            engine.take_back(cancelled)
+
+    def started(self, index: int) -> None:
+        future = self.futures.get(index)
+        if future is not None and not future.running() and not future.done():
+            future.set_running_or_notify_cancel()
+
+    def dropped(self, index: int) -> bool:
+        future = self.futures.get(index)
+        if future is None or future.cancelled():
+            self.futures.pop(index, None)
+            self.tasks.pop(index, None)
+            return True
+        return False
+
+    def resolve(self, outcomes: list[Outcome]) -> None:
+        """Set each outcome's future: its value, or the task's exception."""
+        retried = getattr(outcomes, "retried", ())
+        for index, value, error in outcomes:
+            if index in retried:
+                continue
+            future = self.futures.pop(index, None)
+            self.tasks.pop(index, None)
+            if future is None or future.done():
+                continue
+            if not future.running() and not future.set_running_or_notify_cancel():
+                continue
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(task_exception(error))
+
+    def fail_all(self, exc: BaseException) -> None:
+        """Fail every future not yet resolved with ``exc``."""
+        with self.lock:
+            self.closed = self.exhausted = True
+            queued = [future for _, _, future in self.queue]
+            self.queue = []
+        futures = queued + list(self.futures.values())
+        self.futures.clear()
+        self.tasks.clear()
+        for future in futures:
+            if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
+                future.set_exception(exc)
 
 
 class Service:
@@ -57,14 +193,15 @@ class Service:
         #: How many ranks compute tasks (the root included when it does).
         self.workers = len(active) + int(root_computes)
         setup: Setup = (apply, options["initializer"], tuple(options["initargs"]))
-        self.dispatcher = OpenDispatcher(
-            comm, root, self.host, setup, self.stats, self.workers,
-            ft=self.ft, task_timeout=options["task_timeout"],
+        self._woken = threading.Event()
+        self._backoff = poll.Backoff(sleep=self._nap, growth=GROWTH)
+        self.futures = Futures(self._woken.set)
+        self.engine = Engine(
+            comm, root, self.host, setup, self.stats, self.futures,
+            computing=self.workers, ft=self.ft, stop_on_error=False,
+            task_timeout=options["task_timeout"], hooks=self.futures,
+            backoff=self._backoff, wake=self._woken.set,
         )  # fmt: skip
-        self._queue: list[tuple[int, Call, Future]] = []
-        self._lock = threading.Lock()
-        self._count = itertools.count()
-        self._closing = False
         self.shut = False
         self.broken: BaseException | None = None
         self.done = threading.Event()
@@ -79,7 +216,13 @@ class Service:
                 RuntimeWarning,
                 stacklevel=3,
             )
+        self._begin = time.perf_counter()
         self._thread.start()
+
+    def _nap(self, seconds: float) -> None:
+        if self._woken.wait(seconds):
+            self._woken.clear()
+            self._backoff.reset()
 
     def _plan(self, layout, options: dict[str, Any]) -> tuple[list[int], list[int], bool]:
         """Decide which ranks compute; set ``stats``; return ``(active, idle, root_computes)``."""
@@ -97,76 +240,43 @@ class Service:
             self.stats.workers.insert(0, WorkerStats(self.root, self.host))
         return active, idle, root_computes
 
-    def _take_queue(self) -> bool:
-        with self._lock:
-            items, self._queue = self._queue, []
-        if items:
-            self.dispatcher.add(items)
-        return bool(items)
-
     def _run(self, active: Sequence[int], idle: Sequence[int], root_computes: bool) -> None:
+        """The root's thread: every MPI call of the executor is made here."""
         from mpi4py import MPI
 
-        d = self.dispatcher
+        engine = self.engine
         try:
-            d.start(active, idle, root_computes)
-            while True:
-                self._take_queue()
-                if self._closing:
-                    d.purge_cancelled()
-                    with self._lock:
-                        empty = not self._queue
-                    if empty and not d.busy():
-                        break
-                d.compute_lost_share()
-                for outcomes in d.take_in():
-                    d.resolve(outcomes)
-            d.close()
-            d.drain()
+            engine.start(active, idle, root_computes)
+            for outcomes in engine.outcomes():
+                self.futures.resolve(outcomes)
+                self.stats.elapsed = time.perf_counter() - self._begin
+            engine.drain()
             leave(self.comm, self.ft, failed=bool(self.stats.lost))
             if not self.stats.lost:
                 self.comm.Free()
         except BaseException as exc:
             if isinstance(exc, MPI.Exception):
                 log.error("the executor's root thread failed: %s", exc)
-            with self._lock:
-                self.broken = exc
-                self.shut = True
-                queued = [future for _, _, future in self._queue]
-                self._queue = []
-            for future in queued:
-                future.cancel()
-            d.fail_all(exc)
+            self.broken = exc
+            self.shut = True
+            self.futures.fail_all(exc)
         finally:
+            self.stats.elapsed = time.perf_counter() - self._begin
             self.done.set()
 
     def submit_many(self, calls: Iterable[Call]) -> list[Future]:
         """Queue ``(fn, args, kwargs)`` tasks; return their futures in order."""
-        futures = []
-        with self._lock:
-            if self.broken is not None:
-                raise FarmBroken(f"the executor stopped: {self.broken}") from self.broken
-            if self.shut:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            for call in calls:
-                future: Future = Future()
-                self._queue.append((next(self._count), call, future))
-                futures.append(future)
-        self.dispatcher.wake()
-        return futures
+        if self.broken is not None:
+            raise FarmBroken(f"the executor stopped: {self.broken}") from self.broken
+        if self.shut:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return self.futures.add(calls)
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        """Take no more tasks; release the workers once every task is done."""
-        with self._lock:
-            self.shut = True
-            queued = [future for _, _, future in self._queue]
-        if cancel_futures:
-            with self.dispatcher.lock:
-                queued += list(self.dispatcher.futures.values())
-            for future in queued:
-                future.cancel()
-        self._closing = True
-        self.dispatcher.wake()
+        """Take no more tasks; release the workers once every task is done
+        (``cancel_futures``: once the running ones are, the rest cancelled)."""
+        self.shut = True
+        self.futures.close(cancel_futures)
         if wait:
             self.join()
 

@@ -2,7 +2,7 @@
 
 :class:`Journal` is written on the root only (:mod:`._journal`); its file is
 made, written and closed off the run's path by a writer thread
-(:mod:`._file`); its tables (a row per chunk, the ``attempts`` view) and how
+(:mod:`._file`); its tables (a row per worker report, the ``attempts`` view) and how
 they are read back are in :mod:`._format`; :func:`summarize` says what a
 journal holds without MPI (``fibfarm --journal PATH --status``).
 """

@@ -12,7 +12,8 @@ Tables (see :mod:`._format`):
 * ``meta(key, value)``: the run's identity (``function``, ``tasks`` count,
   ``tasks_sha256``, ``options``) and the format ``version`` (2; a journal of
   format 1 is rewritten when it is resumed).
-* ``chunks``: one row per chunk of outcomes, as it reached the root.
+* ``chunks``: one row per report of outcomes (the tasks one worker ran back
+  to back since its last report), as it reached the root.
 * ``attempts``, a view: one row per attempt of a task: ``idx``, ``attempt``
   (from 1), ``ok``, ``result`` (the pickled value, or the pickled
   ``TaskError``), ``error`` (its one-line summary), ``task`` (a short

@@ -2,7 +2,7 @@
 
 ``python journal_farm.py --journal PATH --count FILE [--resume] [--retries K]
 [--grace S] [--fail-once DIR] [--tasks N] [--n FIB_N] [--hold-from K
-[--hold-until FILE]]``
+[--hold-until FILE]] [--chunksize C] [--sleep S]``
 
 Task ``i`` appends ``i`` to ``--count`` when it starts computing (so the test
 can count the tasks computed over all runs), computes ``fib(--n)`` by naive
@@ -12,6 +12,8 @@ every result and prints ``done: verified N``. With ``--hold-from K`` tasks from
 index K on never end, so a run cannot get past K results, however fast the
 machine: the test kills it there; with ``--hold-until FILE`` too, they wait
 only until FILE exists (the test opens the gate when it is ready).
+``--chunksize`` is the farm's (default 1; 0 for the farm's own default), and
+``--sleep S`` makes every task sleep S seconds after computing.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ def task(i: int) -> tuple[int, int]:
         if not os.path.exists(marker):
             open(marker, "w").close()
             raise RuntimeError(f"task {i} fails on its first attempt")
-    return i, fib(ARGS.n)
+    value = fib(ARGS.n)
+    if ARGS.sleep:
+        time.sleep(ARGS.sleep)
+    return i, value
 
 
 def main(argv):
@@ -61,11 +66,13 @@ def main(argv):
     parser.add_argument("--errors", default="raise")
     parser.add_argument("--hold-from", type=int, default=None)
     parser.add_argument("--hold-until", default=None)
+    parser.add_argument("--chunksize", type=int, default=1)
+    parser.add_argument("--sleep", type=float, default=0.0)
     parser.parse_args(argv, namespace=ARGS)
     farm = Farm(
         MPI.COMM_WORLD,
         task,
-        chunksize=1,
+        chunksize=ARGS.chunksize or None,
         journal=ARGS.journal,
         resume=ARGS.resume,
         retries=ARGS.retries,

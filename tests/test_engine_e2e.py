@@ -1,0 +1,64 @@
+"""The engine's promises, end to end under mpiexec: per-task reports, work taken back.
+
+Each case runs tests/programs/engine_cases.py at -n 3 (two workers on two
+cores). Its tasks hold until the program releases them, so what a case sees
+is decided by the engine, not by the machine's speed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import mpirun as helper
+import pytest
+
+PROGRAM = str(Path(__file__).parent / "programs" / "engine_cases.py")
+
+
+def run_case(tmp_path: Path, mode: str, timeout: float = 120) -> helper.Result:
+    return helper.run_mpiexec(3, PROGRAM, mode, str(tmp_path), timeout=timeout)
+
+
+def test_tiny_tasks_do_not_wait_behind_a_long_one(tmp_path):
+    result = run_case(tmp_path, "head-of-line").check(0)
+    assert "tiny done: 400 of 400 while the long task ran: True" in result.stdout
+
+
+def test_a_future_is_running_only_once_its_task_started(tmp_path):
+    result = run_case(tmp_path, "running").check(0)
+    assert "running at most: 2 of 40" in result.stdout
+
+
+def test_shutdown_cancels_every_task_not_started(tmp_path):
+    result = run_case(tmp_path, "cancel").check(0)
+    assert "cancelled: 38 of 40, ran: 2" in result.stdout
+
+
+def test_as_completed_sees_each_task_as_it_ends(tmp_path):
+    result = run_case(tmp_path, "as-completed").check(0)
+    assert "in order: True, chunks: True, elapsed: True" in result.stdout
+
+
+def test_a_stopped_worker_holding_many_tasks_times_out_on_its_task(tmp_path):
+    result = run_case(tmp_path, "timeout-stopped", timeout=200)
+    assert result.returncode != 0, result.describe()
+    match = re.search(r"failed with (\w+) after ([\d.]+) s", result.stdout)
+    assert match and match.group(1) == "FarmTimeout", result.describe()
+    # The limit is 2 s a task; the worker held hundreds of tasks.
+    assert float(match.group(2)) < 30, result.describe()
+    assert any("past the limit of 2 s per task" in line for line in result.error_lines)
+
+
+@pytest.mark.parametrize("mode", ["endless", "endless-executor"])
+def test_endless_iterators_are_read_as_the_workers_need_them(tmp_path, mode):
+    result = run_case(tmp_path, mode).check(0)
+    assert "False" not in result.stdout and "True" in result.stdout, result.describe()
+
+
+def test_terminate_cancels_what_has_not_started(tmp_path):
+    result = run_case(tmp_path, "terminate").check(0)
+    match = re.search(r"terminated in ([\d.]+) s, ran: (\d+), ready: True", result.stdout)
+    assert match, result.describe()
+    # Two tasks were running and released; the other 198 never start.
+    assert int(match.group(2)) == 2 and float(match.group(1)) < 10, result.describe()
