@@ -202,9 +202,22 @@ def windowed(
     ``multiprocessing``'s ``imap`` does)."""
     pending: deque[Future] = deque()
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+    #: why no more could be submitted (the executor was shut down): raised
+    #: once the results already submitted are all taken
+    stopped: list[BaseException] = []
 
     def more(count: int) -> None:
-        for future in submit(itertools.islice(calls, count)):
+        if stopped:
+            return
+        batch = list(itertools.islice(calls, count))
+        if not batch:
+            return
+        try:
+            futures = submit(batch)
+        except (RuntimeError, ValueError) as exc:  # shut down or closed meanwhile
+            stopped.append(exc)
+            return
+        for future in futures:
             pending.append(future)
             if unordered:
                 future.add_done_callback(finished.put)
@@ -233,12 +246,16 @@ def windowed(
                     pending.remove(future)
                 else:
                     future = pending.popleft()
-                value = future.result(left())
                 more(1)
+                value = future.result(left())
                 if flatten:
                     yield from value
                 else:
                     yield value
+            if stopped:
+                raise RuntimeError(
+                    "the executor was shut down before this map's input was all read"
+                ) from stopped[0]
         finally:
             for future in pending:
                 future.cancel()

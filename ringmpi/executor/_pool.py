@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..farm.service import Service, start
-from ._executor import PULLED, windowed
+from ._executor import PULLED, _completed, _ordered, windowed
 
 
 def _map_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
@@ -293,6 +293,13 @@ class FarmPool:
         service = self._root()
         if self._closed:
             raise ValueError("Pool not running")
+        if hasattr(iterable, "__len__"):  # all of it now, as multiprocessing does
+            futures = self._submit(
+                (_map_chunk, (func, chunk), {}) for chunk in self._chunks(list(iterable), chunksize)
+            )
+            return _completed(futures, None, True) if unordered else _ordered(futures, None, True)
+        # An iterator is read as results are taken, so an endless one works;
+        # close() before it is read to the end raises once the rest is taken.
         items = iter(iterable)
         chunks = iter(lambda: list(itertools.islice(items, max(1, chunksize))), [])
         calls: Iterator[Any] = ((_map_chunk, (func, chunk), {}) for chunk in chunks)

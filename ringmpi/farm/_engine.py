@@ -26,6 +26,7 @@ reports tell. Sends are released as they complete.
 from __future__ import annotations
 
 import logging
+import pickle
 import queue
 import threading
 import time
@@ -43,6 +44,7 @@ from ._outcome import (
     LostWorker,
     Outcome,
     Tag,
+    describe_error,
     sendable_batch,
     short_repr,
 )
@@ -57,6 +59,8 @@ DEPTH = 2
 #: A chunk's message is cut to about this many bytes once the root has seen
 #: how large tasks are, so that the sends in flight cost the root little memory.
 CHUNK_BYTES = 4 << 20
+#: Seconds between checks of the deadlines and the journal, at the most.
+CHECK_EVERY = 0.1
 #: Seconds of work (as measured so far) below which a worker gets its second chunk.
 PREFETCH = 0.05
 #: How fast the loop's sleeps grow while nothing arrives.
@@ -67,7 +71,12 @@ DEADLINE_SLACK = 0.5 + REPORT_INTERVAL
 
 
 class FarmSendError(RingmpiError):
-    """MPI refused to send a chunk of tasks (too large for this MPI, say)."""
+    """A chunk of tasks could not be sent: it does not pickle, or MPI refused it."""
+
+    def __init__(self, message: str, pickling: bool = False):
+        super().__init__(message)
+        #: the tasks (or one of them) cannot be pickled
+        self.pickling = pickling
 
 
 class Hooks:
@@ -99,6 +108,9 @@ class ListSource:
             engine.ready.extend(self.chunks)
             self.exhausted = True
 
+    def forget(self, index: int) -> None:
+        """Task ``index`` has its final outcome (the list keeps it)."""
+
 
 class IterSource:
     """Tasks from an iterator, pulled as workers need them, at most ``ahead`` unfinished."""
@@ -129,6 +141,10 @@ class IterSource:
             self.tasks[self.count] = task
             engine.ready.append([self.count])
             self.count += 1
+
+    def forget(self, index: int) -> None:
+        """Task ``index`` has its final outcome: it no longer counts as ahead."""
+        self.tasks.pop(index, None)
 
 
 class Engine:
@@ -218,6 +234,8 @@ class Engine:
         self.task_bytes = 0.0
         #: seconds a task takes on a worker, a moving average (None: none seen)
         self.task_seconds: float | None = None
+        #: when the deadlines were last checked
+        self.checked = 0.0
         self.failed = False
         #: stopped on a signal with tasks still running past the grace
         self.abandoned = False
@@ -296,6 +314,8 @@ class Engine:
                 self.helper.add([(i, self.tasks[i]) for i in indices])
         if not self.ready:
             self._steal()
+        elif not self._workers_left():  # every worker was lost: the root computes
+            self._start_helper()
 
     def _room(self, chunks: int, tasks: int) -> bool:
         """Whether a worker holding ``chunks`` (``tasks``) gets another one now.
@@ -352,8 +372,34 @@ class Engine:
         if self.tracer is not None:
             self.tracer.handed_out(rank, indices)
         sizes: list[int] = []
-        self._send([(i, self.tasks[i]) for i in indices], rank, Tag.TASK, indices, sizes)
+        try:
+            self._send([(i, self.tasks[i]) for i in indices], rank, Tag.TASK, indices, sizes)
+        except FarmSendError as exc:
+            if not (self.tracked and exc.pickling):
+                raise
+            # The executor: each task that cannot travel fails alone (nothing
+            # was sent), the others go out again.
+            chunks.pop()
+            for index in indices:
+                self.where.pop(index, None)
+            self._fail_unpicklable(rank, indices)
+            return
         self.task_bytes = sizes[0] / len(indices)
+
+    def _fail_unpicklable(self, rank: int, indices: list[int]) -> None:
+        failed, kept = Batch(), []
+        for index in indices:
+            task = self.tasks[index]
+            try:
+                pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                failed.append((index, None, describe_error(exc, index, task, self.root, self.host)))
+            else:
+                kept.append(index)
+        if failed:
+            self.local.put((failed, 0.0))
+        if kept:
+            self._send_chunk(rank, kept)
 
     def _send(
         self,
@@ -379,7 +425,8 @@ class Engine:
                 raise
             raise FarmSendError(
                 f"task(s) {self._shown(indices)} cannot be pickled to send to a worker: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {exc}",
+                pickling=True,
             ) from None
 
     def _shown(self, indices: list[int]) -> str:
@@ -431,7 +478,7 @@ class Engine:
         by_rank: dict[int, list[int]] = {}
         for index in indices:
             rank = self.where.get(index)
-            if rank is not None and rank != self.root:
+            if rank is not None and rank in self.held:
                 by_rank.setdefault(rank, []).append(index)
         for rank, asked in by_rank.items():
             self.taking.setdefault(rank, set()).update(asked)
@@ -482,7 +529,10 @@ class Engine:
             raise RuntimeError("the root's compute thread failed") from self.helper_error
         if arrived:
             self.backoff.reset()
-        else:
+        now = time.perf_counter()
+        if not arrived or now - self.checked > CHECK_EVERY:
+            # Also under a steady stream of reports: a silent worker is late.
+            self.checked = now
             if self.watch is not None:
                 self.watch()
             self._check_deadlines()
@@ -525,6 +575,9 @@ class Engine:
             return []
         if self.retries:
             batch = self._retry(batch)
+        for index, _, _ in batch:
+            if index not in batch.retried:
+                self.source.forget(index)
         if self.stop_on_error and any(e for i, _, e in batch if i not in batch.retried):
             self.fail()
         return batch
@@ -554,11 +607,11 @@ class Engine:
         for rank, chunks in self.held.items():
             if chunks and now - self.heard[rank] > limit:
                 raise FarmTimeout(self._late(rank, chunks[0][0], now - self.heard[rank]))
-        helper = self.helper
-        if helper is not None and helper.current is not None:
-            ran = now - helper.began
-            if ran > self.task_timeout:
-                raise FarmTimeout(self._late(self.root, helper.current[0], ran))
+        if self.helper is not None:
+            with self.helper.lock:
+                current, began = self.helper.current, self.helper.began
+            if current is not None and now - began > self.task_timeout:
+                raise FarmTimeout(self._late(self.root, current[0], now - began))
 
     def _late(self, rank: int, index: int, ran: float) -> str:
         host = self.stats.hosts[rank] if self.stats.hosts else "?"
@@ -599,6 +652,8 @@ class Engine:
                 continue
             chunks = self.held.pop(rank, deque())
             indices = [i for chunk in chunks for i in chunk]
+            for index in indices:
+                self.where.pop(index, None)
             self.taking.pop(rank, None)
             self.emptied.discard(rank)
             self._requeue(indices)

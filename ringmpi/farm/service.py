@@ -86,6 +86,7 @@ class Futures(Hooks):
     # -- the caller's thread ------------------------------------------------------
 
     def add(self, calls: Iterable[Call]) -> list[Future]:
+        calls = list(calls)  # the caller's iterator is read outside the lock
         futures = []
         with self.lock:
             for call in calls:
@@ -121,12 +122,11 @@ class Futures(Hooks):
             cancelled, self.cancelled = self.cancelled, []
             cancel_all, self.cancel_all = self.cancel_all, False
             self.exhausted = self.closed and not items
-        for index, call, future in items:
-            if future.cancelled():
-                continue
-            self.tasks[index] = call
-            self.futures[index] = future
-            engine.ready.append([index])
+            for index, call, future in items:  # where close() finds them
+                if not future.cancelled():
+                    self.tasks[index] = call
+                    self.futures[index] = future
+                    engine.ready.append([index])
         if cancel_all:
             engine.take_back()
         elif cancelled:
@@ -137,11 +137,15 @@ class Futures(Hooks):
         if future is not None and not future.running() and not future.done():
             future.set_running_or_notify_cancel()
 
+    def forget(self, index: int) -> None:
+        """Its outcome sets its future (see :meth:`resolve`)."""
+
     def dropped(self, index: int) -> bool:
         future = self.futures.get(index)
         if future is None or future.cancelled():
-            self.futures.pop(index, None)
-            self.tasks.pop(index, None)
+            with self.lock:
+                self.futures.pop(index, None)
+                self.tasks.pop(index, None)
             return True
         return False
 
@@ -151,8 +155,9 @@ class Futures(Hooks):
         for index, value, error in outcomes:
             if index in retried:
                 continue
-            future = self.futures.pop(index, None)
-            self.tasks.pop(index, None)
+            with self.lock:
+                future = self.futures.pop(index, None)
+                self.tasks.pop(index, None)
             if future is None or future.done():
                 continue
             if not future.running() and not future.set_running_or_notify_cancel():
@@ -168,9 +173,9 @@ class Futures(Hooks):
             self.closed = self.exhausted = True
             queued = [future for _, _, future in self.queue]
             self.queue = []
-        futures = queued + list(self.futures.values())
-        self.futures.clear()
-        self.tasks.clear()
+            futures = queued + list(self.futures.values())
+            self.futures.clear()
+            self.tasks.clear()
         for future in futures:
             if not future.done() and (future.running() or future.set_running_or_notify_cancel()):
                 future.set_exception(exc)

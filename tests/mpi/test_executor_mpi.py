@@ -228,3 +228,31 @@ def test_error_in_the_block_ends_every_rank(comm, collectively):
         else:
             with FarmExecutor(comm) as ex:
                 assert ex is None
+
+
+def test_map_reads_its_input_outside_the_executor(comm, collectively):
+    """An input that waits on earlier futures (or submits more) does not stop
+    the executor: it is read on the caller's thread, outside any lock."""
+
+    def body(ex):
+        earlier = [ex.submit(square, i) for i in range(5)]
+        later = ex.map(square, (f.result() for f in earlier))
+        assert list(later) == [i**4 for i in range(5)]
+        nested = ex.map(square, (ex.submit(square, i).result() for i in range(3)))
+        assert list(nested) == [0, 1, 16]
+
+    with collectively:
+        on_root(comm, body)
+
+
+def test_a_task_that_cannot_travel_fails_alone(comm, collectively):
+    def body(ex):
+        bad = ex.submit(square, lambda: 1)  # its argument cannot be pickled
+        good = [ex.submit(square, i) for i in range(20)]
+        assert [f.result() for f in good] == [i * i for i in range(20)]
+        if comm.Get_size() > 1:
+            assert bad.exception() is not None
+        assert ex.submit(square, 3).result() == 9  # the executor goes on
+
+    with collectively:
+        on_root(comm, body)

@@ -300,3 +300,21 @@ def test_no_trace_unless_asked(comm, collectively):
         farm = Farm(comm, square)
         farm.map(range(10) if comm.Get_rank() == 0 else None)
         assert farm.stats.trace == []
+
+
+def test_a_long_generator_is_read_as_the_workers_need_it(comm, collectively):
+    """More tasks than the farm reads ahead (256 a computing rank, at least
+    1024): every one is done, in order, and an endless one can be left."""
+    import itertools
+
+    with collectively:
+        root = comm.Get_rank() == 0
+        results = farm_map(comm, square, (i for i in range(5000)) if root else None)
+        _check(comm, results, [i * i for i in range(5000)])
+        got = farm_imap_unordered(comm, square, itertools.count() if root else None)
+        if root:
+            first = dict(itertools.islice(got, 3000))
+            got.close()
+            assert len(first) == 3000 and all(v == i * i for i, v in first.items())
+        else:
+            assert list(got) == []
