@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from . import __version__
 from .base import mpilib
+from .base.errors import EXIT_FAILURE, EXIT_USAGE, print_error
 from .harness import script_name
 
 #: Each program: console script, ``python -m`` module, what it does.
@@ -30,11 +31,10 @@ def ring() -> int:
 
 
 def fibfarm() -> int:
-    """The ``ringmpi-fibfarm`` console script."""
-    from .fibfarm import main
-    from .harness import launch
+    """The ``ringmpi-fibfarm`` console script: as ``python -m ringmpi.fibfarm``."""
+    from .fibfarm import cli
 
-    return launch(main)
+    return cli()
 
 
 def bench() -> int:
@@ -72,8 +72,8 @@ class _Parser(argparse.ArgumentParser):
     # The programs' own parser (ringmpi.harness) asks MPI for the rank; this one
     # must work without an MPI library, and says bad usage the same way.
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"error: {message} (see {self.prog} --help)\n")
-        sys.exit(2)
+        print_error(f"{message} (see {self.prog} --help)")
+        sys.exit(EXIT_USAGE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except (OSError, AttributeError) as exc:  # a full disk; a closed stdout
-        sys.stderr.write(f"error: cannot write to standard output: {exc}\n")
-        return 1
+        print_error(f"cannot write to standard output: {exc}")
+        return EXIT_FAILURE
     return 0

@@ -95,8 +95,16 @@ def write_stderr(text: str) -> None:
     # One write, newline included: with unbuffered output (python -u,
     # PYTHONUNBUFFERED=1) print() writes the newline separately, and mpiexec's
     # own abort message can land between the two.
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
+    # Started with stderr closed (2>&-): Python has no sys.stderr, and the
+    # user asked for no messages; the exit status still tells.
+    stream = sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def print_error(message: str) -> None:

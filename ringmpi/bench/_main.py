@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from ..base import poll
+from ..base.errors import write_stderr
 from ..harness import RingmpiError, UsageError, print_result
 from . import _data as bench_data
 from . import _engine as bench_engine
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def log(line: str) -> None:
         if args.verbose:
-            print(f"[bench] {line}", file=sys.stderr, flush=True)
+            write_stderr(f"[bench] {line}")
 
     report, plot = RUNNERS[args.command](comm, args, repeat, log)
     if comm.Get_rank() != 0:

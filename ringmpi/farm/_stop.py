@@ -26,12 +26,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-from ..base.errors import RingmpiError
+from ..base.errors import RingmpiError, print_error
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 #: Seconds after the grace period before a rank that has not ended is ended.
@@ -100,11 +99,10 @@ class Stop:
     def _end(self) -> None:
         assert self.signum is not None
         name = signal.Signals(self.signum).name
-        sys.stderr.write(
-            f"error: stopped by {name}: still running {self.grace + MARGIN:g} s later; "
-            "results that arrived are in the journal, if any\n"
+        print_error(
+            f"stopped by {name}: still running {self.grace + MARGIN:g} s later; "
+            "results that arrived are in the journal, if any"
         )
-        sys.stderr.flush()
         os._exit(128 + self.signum)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,9 +15,12 @@ from ..harness import (
     ProgressBar,
     RingmpiError,
     UsageError,
+    fill_closed_std_fds,
     launch,
+    launcher_rank,
     print_result,
     quiet_stdout,
+    report_before_mpi,
     start_watchdog,
 )
 from ..journal import summarize
@@ -27,6 +31,12 @@ from ._tasks import fib_cost, fib_of, subtasks
 
 class VerifyError(RingmpiError):
     """A result differs from the exact Fibonacci number."""
+
+
+class StatusError(RingmpiError):
+    """``--status`` cannot read the journal; every rank read the same file."""
+
+    collective = True
 
 
 def run(
@@ -106,6 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mpi4py import MPI
 
     args = build_parser().parse_args(argv)
+    if args.status:  # launch(main) comes here too: every rank reads, rank 0 prints
+        try:
+            return _status(args)
+        except (OutputClosed, UsageError):
+            raise
+        except RingmpiError as exc:
+            raise StatusError(str(exc)) from None
     tasks = checked_tasks(args)
     if args.timeout is not None:
         watchdog = start_watchdog(args.timeout, "fibfarm")
@@ -177,12 +194,21 @@ def checked_results(
 
 
 def status(argv: Sequence[str] | None = None) -> int:
-    """Print what a journal holds; ``--journal PATH --status``, without MPI."""
+    """Print what a journal holds; ``--journal PATH --status``, without MPI.
+
+    Under a launcher every rank reads the journal and only its rank 0
+    prints, the report or the one error line.
+    """
     args = build_parser().parse_args(argv)
+    return _status(args)
+
+
+def _status(args) -> int:
     if args.journal is None:
         raise UsageError("--status needs --journal PATH")
     summary = summarize(args.journal)
-    print_result(fibreport.format_status(args.journal, summary))
+    if launcher_rank(dict(os.environ)) == 0:
+        print_result(fibreport.format_status(args.journal, summary))
     return 0
 
 
@@ -190,13 +216,20 @@ def cli(argv: Sequence[str] | None = None) -> int:
     """The command line: ``--status`` reads a journal without MPI, the rest
     runs under :func:`launch`."""
     words = list(sys.argv[1:] if argv is None else argv)
-    if "--status" in words:
-        try:
-            return status(words)
-        except OutputClosed:  # | head
-            quiet_stdout()
-            return 0
-        except RingmpiError as exc:
-            sys.stderr.write(f"error: {exc}\n")
-            return exc.exit_code or EXIT_FAILURE
-    return launch(main, words)
+    fill_closed_std_fds()
+    try:
+        # Parsed before MPI starts, as the program will parse it, so that an
+        # abbreviation (--stat) or any other flag beside it means the same.
+        args = build_parser().parse_args(words)
+    except UsageError:
+        return launch(main, words)  # reported once, by rank 0, under MPI
+    if not args.status:
+        return launch(main, words)
+    try:
+        return _status(args)
+    except OutputClosed:  # | head
+        quiet_stdout()
+        return 0
+    except RingmpiError as exc:
+        report_before_mpi(str(exc))
+        return exc.exit_code or EXIT_FAILURE

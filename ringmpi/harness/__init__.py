@@ -20,13 +20,20 @@ from ..base.errors import (
 from ._args import ArgumentParser, arg_type, int_arg, plural, positive_float, script_name
 from ._harness import (
     Watchdog,
+    fill_closed_std_fds,
     launch,
     print_result,
     quiet_stdout,
     rank_prefix,
     start_watchdog,
 )
-from ._launcher import LAUNCHER_RANK_VARS, LAUNCHER_SIZE_VARS, check_launcher
+from ._launcher import (
+    LAUNCHER_RANK_VARS,
+    LAUNCHER_SIZE_VARS,
+    check_launcher,
+    launcher_rank,
+    report_before_mpi,
+)
 from ._progress import ProgressBar
 
 __all__ = [
@@ -44,13 +51,16 @@ __all__ = [
     "Watchdog",
     "arg_type",
     "check_launcher",
+    "fill_closed_std_fds",
     "int_arg",
     "launch",
+    "launcher_rank",
     "plural",
     "positive_float",
     "print_result",
     "quiet_stdout",
     "rank_prefix",
+    "report_before_mpi",
     "script_name",
     "start_watchdog",
 ]

@@ -13,14 +13,18 @@ import sys
 from typing import Any, Callable, NoReturn, TypeVar
 
 from ..base.errors import UsageError
+from ._launcher import launcher_rank
 
 T = TypeVar("T")
 
 
 def _rank() -> int:
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
+    # Before MPI has started (--help, --status) the launcher's variables say
+    # which rank this is; importing mpi4py.MPI here would start MPI.
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is not None and MPI.Is_initialized() and not MPI.Is_finalized():
+        return MPI.COMM_WORLD.Get_rank()
+    return launcher_rank(dict(os.environ))
 
 
 class ArgumentParser(argparse.ArgumentParser):

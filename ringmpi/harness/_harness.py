@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -72,13 +73,37 @@ def print_result(text: str, file: str | None = None) -> None:
 def quiet_stdout() -> None:
     """Point stdout at /dev/null, so that flushing it at exit cannot fail."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, 1)
     os.close(devnull)
 
 
+def fill_closed_std_fds() -> None:
+    """Open /dev/null on whichever of fds 0, 1, 2 the process started without.
+
+    Started with ``2>&-``, the next file opened (MPI's, the journal) would get
+    fd 2 and receive whatever C code writes to stderr. Python's ``sys.stderr``
+    stays None, so that nothing is written to it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+
+
+def flush_std() -> None:
+    """Flush stdout and stderr, if the process has them."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+
+
 def _leave_without_finalize(status: int) -> NoReturn:
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_std()
     os._exit(status)
 
 
@@ -93,8 +118,7 @@ def _abort(status: int) -> NoReturn:
     """End the whole job now: other ranks may be blocked waiting on this one."""
     from mpi4py import MPI
 
-    sys.stdout.flush()
-    sys.stderr.flush()
+    flush_std()
     # Let the launcher forward what was just written before its own abort
     # report, so the error line comes first and whole.
     if MPI.COMM_WORLD.Get_size() == 1:
@@ -182,6 +206,7 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
     Returns:
         The exit status for ``sys.exit``.
     """
+    fill_closed_std_fds()
     status = _before_mpi()
     if status is not None:
         return status

@@ -18,8 +18,10 @@ class ProgressBar:
         from tqdm import tqdm
 
         out = sys.stderr if file is None else file
-        tty = out.isatty()
+        # Without a stderr (2>&-) there is nowhere to draw: the bar stays off.
+        tty = out is not None and out.isatty()
         self.bar = tqdm(
+            disable=out is None,
             total=total,
             desc=desc,
             unit="task",
