@@ -11,6 +11,7 @@ import pytest
 
 from ringmpi import cli as climod
 from ringmpi.fibfarm import _run as fibfarm
+from ringmpi.harness import UsageError
 
 FIBFARM = ["-m", "ringmpi.fibfarm"]
 
@@ -125,3 +126,96 @@ def test_a_closed_stderr_still_runs(argv, tmp_path):
 )
 def test_bad_usage_with_stderr_closed_exits_2(argv):
     assert run_closed(argv, "stderr").returncode == 2
+
+
+# huge numbers ----------------------------------------------------------------
+
+HUGE = "1" * 100_000
+
+
+def numeric_options():
+    """Every option of every program that reads a number, with each parser."""
+    from ringmpi.bench._parser import build_parser as bench_parser
+    from ringmpi.fibfarm import build_parser as fibfarm_parser
+    from ringmpi.ring._ring import build_parser as ring_parser
+
+    cases = []
+    for name, build, prefix in [
+        ("ring", ring_parser, []),
+        ("fibfarm", fibfarm_parser, []),
+        *[(f"bench {c}", bench_parser, [c]) for c in ("fib", "ring", "pool", "data", "engine")],
+    ]:
+        parser = build()
+        if prefix:
+            parser = next(
+                a for a in parser._actions if a.choices and prefix[0] in a.choices
+            ).choices[prefix[0]]
+        for action in parser._actions:
+            if action.option_strings and action.type is not None and action.choices is None:
+                cases.append((name, build, [*prefix, action.option_strings[-1]]))
+    return cases
+
+
+NUMERIC = numeric_options()
+
+
+def short_refusal(build, argv) -> str:
+    with pytest.raises(Exception) as caught:
+        build().parse_args(argv)
+    message = str(caught.value)
+    assert type(caught.value).__name__ == "UsageError", message[:300]
+    assert not any(c * 41 in message for c in "19"), message[:300]  # never echoed whole
+    assert len(message) < 400 and "set_int_max_str_digits" not in message, message[:300]
+    return message
+
+
+def test_every_numeric_option_is_found():
+    flags = {flags[-1] for _, _, flags in NUMERIC}
+    assert {"--rounds", "--size", "--split", "--timeout", "--grace", "--processes"} <= flags
+
+
+@pytest.mark.parametrize(("program", "build", "flags"), NUMERIC, ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "number", [HUGE, "-" + HUGE, "9" * 4000, HUGE + ".5", "0" * 5000 + "1e9999"]
+)
+def test_a_huge_number_for_any_option_is_one_short_line(program, build, flags, number):
+    short_refusal(build, [*flags, number])
+
+
+@pytest.mark.parametrize(
+    "tasks", [[HUGE], ["1-" + HUGE], [HUGE + "-3"], ["9" * 4000], ["-" + HUGE], ["x" * 100_000]]
+)
+def test_a_huge_task_is_one_short_line(tasks):
+    from ringmpi.fibfarm import build_parser
+
+    with pytest.raises(UsageError) as caught:
+        fibfarm.checked_tasks(build_parser().parse_args(tasks))
+    assert len(str(caught.value)) < 200, str(caught.value)[:300]
+
+
+def test_huge_unknown_words_and_choices_are_cut():
+    from ringmpi.fibfarm import build_parser
+
+    assert "(100002 characters)" in short_refusal(build_parser, ["--" + HUGE])
+    assert "characters)" in short_refusal(build_parser, ["--schedule", HUGE])
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["RINGMPI_CORES", "RINGMPI_POLL_MAX_SLEEP", "RINGMPI_JOIN_TIMEOUT", "RINGMPI_INIT_TIMEOUT"],
+)
+def test_a_huge_variable_is_one_short_line(name):
+    from ringmpi.base import config
+
+    with pytest.raises(ValueError) as caught:
+        if name == "RINGMPI_INIT_TIMEOUT":
+            config.init_timeout({name: HUGE})
+        else:
+            config.check({name: HUGE})
+    assert len(str(caught.value)) < 200
+
+
+def test_a_huge_number_under_mpiexec_is_one_short_line(mpirun):
+    result = mpirun(2, "-m", "ringmpi.ring", "--size", HUGE, timeout=60)
+    assert result.returncode == 2 and len(result.error_lines) == 1, result.describe()[:2000]
+    assert len(result.error_lines[0]) < 200 and "1" * 41 not in result.stderr

@@ -6,6 +6,8 @@ import math
 import os
 from collections.abc import Mapping
 
+from .errors import quoted
+
 #: Run even when the launcher and MPI disagree on the number of ranks.
 SKIP_LAUNCHER_CHECK = "RINGMPI_SKIP_LAUNCHER_CHECK"
 #: Cores available to each node's workers, overriding detection.
@@ -41,7 +43,9 @@ def skip_launcher_check(environ: Mapping[str, str] | None = None) -> bool:
         return True
     if value.strip().lower() in _FALSE:
         return False
-    raise ValueError(f"{SKIP_LAUNCHER_CHECK} must be 1 or 0 (or yes/no, true/false), not {value!r}")
+    raise ValueError(
+        f"{SKIP_LAUNCHER_CHECK} must be 1 or 0 (or yes/no, true/false), not {quoted(value)}"
+    )
 
 
 def cores(environ: Mapping[str, str] | None = None) -> int | None:
@@ -53,8 +57,8 @@ def cores(environ: Mapping[str, str] | None = None) -> int | None:
     value = _env(environ).get(CORES, "").strip()
     if not value:
         return None
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{CORES} must be a positive integer, not {value!r}")
+    if not value.isdigit() or len(value) > 9 or int(value) < 1:
+        raise ValueError(f"{CORES} must be a positive integer, not {quoted(value)}")
     return int(value)
 
 
@@ -66,9 +70,11 @@ def poll_max_sleep(environ: Mapping[str, str] | None = None) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise ValueError(f"{POLL_MAX_SLEEP} must be a number of seconds, not {value!r}") from None
+        raise ValueError(
+            f"{POLL_MAX_SLEEP} must be a number of seconds, not {quoted(value)}"
+        ) from None
     if not 0 <= seconds <= 1:
-        raise ValueError(f"{POLL_MAX_SLEEP} must be between 0 and 1 second, not {value!r}")
+        raise ValueError(f"{POLL_MAX_SLEEP} must be between 0 and 1 second, not {quoted(value)}")
     return seconds
 
 
@@ -112,7 +118,7 @@ def _seconds(name: str, value: str, default: float) -> float:
     if not 0 <= seconds <= MAX_WAIT:
         raise ValueError(
             f"{name} must be a number of seconds from 0 (wait for ever) "
-            f"to {MAX_WAIT:g}, not {value!r}"
+            f"to {MAX_WAIT:g}, not {quoted(value)}"
         )
     return seconds
 

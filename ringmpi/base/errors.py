@@ -67,6 +67,54 @@ class LauncherMismatch(RingmpiError):
     collective = True
 
 
+#: The longest piece of user input that an error line quotes whole.
+SHOWN_CHARS = 40
+#: Digits beyond which an integer on a command line is too large for any
+#: option, refused without converting it (Python refuses past 4300 digits).
+MAX_DIGITS = 30
+
+
+def shown(text: object) -> str:
+    """Return ``text`` for an error line: whole when short, else its start and length.
+
+    Whatever the user typed (100,000 digits), the error stays one short line.
+    """
+    text = str(text)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:20]}... ({len(text)} characters)"
+
+
+def quoted(text: str) -> str:
+    """Return ``repr(text)`` when short, else its quoted start and its length."""
+    if len(text) <= SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:20]!r}... ({len(text)} characters)"
+
+
+class TooLarge(ValueError):
+    """An integer with more digits than any option takes."""
+
+
+def parse_int(text: str, max_digits: int = MAX_DIGITS) -> int:
+    """``int(text)``, with a short ``ValueError`` for any text: never echoes
+    it whole, never asks to raise ``sys.set_int_max_str_digits``.
+
+    Raises:
+        TooLarge: More than ``max_digits`` digits (leading zeros aside).
+        ValueError: Not an integer.
+    """
+    word = text.strip()
+    digits = word.lstrip("+-").replace("_", "")
+    if digits.isdigit() and len(digits.lstrip("0")) > max_digits:
+        raise TooLarge(f"{shown(word)} is too large")
+    try:
+        return int(word)
+    except ValueError:
+        pass
+    raise ValueError(f"invalid integer {quoted(text)}")
+
+
 _degraded = False
 
 

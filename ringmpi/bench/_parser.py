@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import __version__
+from ..base.errors import quoted
 from ..harness import ArgumentParser, arg_type, int_arg
 from ..ring import parse_size, parse_sweep
 from . import _data as bench_data
@@ -22,7 +23,7 @@ def _choices(allowed: Sequence[str]):
         wrong = [n for n in names if n not in allowed]
         if wrong or not names:
             raise argparse.ArgumentTypeError(
-                f"invalid choice {text!r} (choose from {', '.join(allowed)})"
+                f"invalid choice {quoted(text)} (choose from {', '.join(allowed)})"
             )
         return names
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .. import fib as fibmod
-from ..base.errors import UsageError
+from ..base.errors import TooLarge, UsageError, parse_int, quoted, shown
 from ..farm import timeline as trace
 from ..harness import ArgumentParser, arg_type, int_arg, plural, positive_float
 from . import _report as fibreport
@@ -26,15 +26,18 @@ MAX_TASKS = 1_000_000
 #: Frames kept free below the recursion limit for the ones under the kernel:
 #: the farm's loop, the launcher, and a test runner's when run in-process.
 RECURSION_MARGIN = 100
+#: Digits of the largest n the command line reads: far past any n that can
+#: run, so that the usual refusal (the depth, the estimate) explains it.
+MAX_N_DIGITS = 9
 
 
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"invalid number {text!r}") from None
+        raise ValueError(f"invalid number {quoted(text)}") from None
     if not 0 <= value < float("inf"):
-        raise ValueError(f"must be a finite number, 0 or more, not {text}")
+        raise ValueError(f"must be a finite number, 0 or more, not {shown(text)}")
     return value
 
 
@@ -67,24 +70,39 @@ def parse_tasks(words: Sequence[str]) -> list[int]:
 def _parse_word(word: str, room: int) -> list[int]:
     match = _RANGE_RE.match(word)
     if match and not word.strip().startswith("-"):
-        lo, hi = int(match.group(1)), int(match.group(2))
+        lo, hi = _task_n(match.group(1), word), _task_n(match.group(2), word)
         if min(lo, hi) < 1:
-            raise ValueError(f"invalid range {word!r}: n must be at least 1")
+            raise ValueError(f"invalid range {quoted(word)}: n must be at least 1")
         if abs(hi - lo) + 1 > room:
             raise ValueError(
-                f"range {word!r} makes {abs(hi - lo) + 1} tasks: a run may have at most {MAX_TASKS}"
+                f"range {quoted(word)} makes {abs(hi - lo) + 1} tasks: "
+                f"a run may have at most {MAX_TASKS}"
             )
         step = 1 if hi >= lo else -1
         return list(range(lo, hi + step, step))
     try:
-        n = int(word)
+        n = _task_n(word, word)
+    except TooLarge:
+        raise
     except ValueError:
         raise ValueError(
-            f"invalid task {word!r}: give positive integers such as 38 or ranges such as 30-35"
+            f"invalid task {quoted(word)}: give positive integers such as 38 "
+            "or ranges such as 30-35"
         ) from None
     if n < 1:
-        raise ValueError(f"invalid task {word!r}: n must be at least 1")
+        raise ValueError(f"invalid task {quoted(word)}: n must be at least 1")
     return [n]
+
+
+def _task_n(text: str, word: str) -> int:
+    """One n of a task, refused at once when it has more digits than any n
+    that could run (Python's recursion limit stops the kernel near 1000)."""
+    try:
+        return parse_int(text, MAX_N_DIGITS)
+    except TooLarge:
+        raise TooLarge(
+            f"invalid task {quoted(word)}: n is too large (more than {MAX_N_DIGITS} digits)"
+        ) from None
 
 
 def build_parser() -> ArgumentParser:

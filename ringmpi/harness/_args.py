@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from typing import Any, Callable, NoReturn, TypeVar
 
-from ..base.errors import UsageError
+from ..base.errors import TooLarge, UsageError, parse_int, quoted, shown
 from ._launcher import launcher_rank
 
 T = TypeVar("T")
+
+#: A word an error line would not quote whole (paths are rarely this long).
+_LONG_WORD = re.compile(r"[^\s,]{101,}")
 
 
 def _rank() -> int:
@@ -39,6 +43,9 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
+        # argparse quotes what was typed (unrecognized arguments, a bad
+        # choice): a word of 100,000 characters is cut to its start.
+        message = _LONG_WORD.sub(lambda m: shown(m.group(0)), message)
         raise UsageError(f"{message} (see {self.prog} --help)")
 
     def print_help(self, file=None) -> None:
@@ -84,18 +91,22 @@ def int_arg(low: int | None = None, high: int | None = None) -> Callable[[str], 
 
     def integer(text: str) -> int:
         try:
-            value = int(text)
-        except ValueError:
-            raise ValueError(f"invalid integer {text!r}") from None
+            value: float = parse_int(text)
+        except TooLarge:
+            # Past any bound: compared as an infinity, shown cut.
+            value = -math.inf if text.strip().startswith("-") else math.inf
+        typed = shown(text.strip())
         if low is not None and high is not None and not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, not {value}")
+            raise ValueError(f"must be between {low} and {high}, not {typed}")
         if low == 0 and value < 0:
-            raise ValueError(f"must not be negative, not {value}")
+            raise ValueError(f"must not be negative, not {typed}")
         if low is not None and value < low:
-            raise ValueError(f"must be at least {low}, not {value}")
+            raise ValueError(f"must be at least {low}, not {typed}")
         if high is not None and value > high:
-            raise ValueError(f"must be at most {high}, not {value}")
-        return value
+            raise ValueError(f"must be at most {high}, not {typed}")
+        if math.isinf(value):
+            raise ValueError(f"{typed} is too large")
+        return int(value)
 
     return arg_type(integer)
 
@@ -108,12 +119,13 @@ def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"invalid number {text!r}") from None
+        raise ValueError(f"invalid number {quoted(text)}") from None
     if not 0 < value < math.inf:
-        raise ValueError(f"must be a positive finite number, not {text}")
+        raise ValueError(f"must be a positive finite number, not {shown(text)}")
     if not MIN_SECONDS <= value <= MAX_SECONDS:
         raise ValueError(
-            f"must be a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}, not {text}"
+            f"must be a number of seconds from {MIN_SECONDS:g} to {MAX_SECONDS:g}, "
+            f"not {shown(text)}"
         )
     return value
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base.errors import RingmpiError
+from ..base.errors import RingmpiError, TooLarge, parse_int, quoted
 from ..base.limits import buffer_spec
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
@@ -78,10 +78,16 @@ def parse_size(text: str) -> int:
     """
     match = _SIZE_RE.match(text)
     if not match:
-        raise ValueError(f"invalid size {text!r}: use a number of bytes such as 64, 1K, 4M")
-    size = int(match.group(1)) * _SCALE[match.group(2).lower()]
+        raise ValueError(f"invalid size {quoted(text)}: use a number of bytes such as 64, 1K, 4M")
+    try:
+        count = parse_int(match.group(1))
+    except TooLarge:
+        raise ValueError(f"invalid size {quoted(text)}: too large") from None
+    except ValueError:
+        raise ValueError(f"invalid size {quoted(text)}: use a number of bytes such as 64") from None
+    size = count * _SCALE[match.group(2).lower()]
     if size < 1:
-        raise ValueError(f"invalid size {text!r}: must be at least 1 byte")
+        raise ValueError(f"invalid size {quoted(text)}: must be at least 1 byte")
     return size
 
 
@@ -93,10 +99,10 @@ def parse_sweep(text: str) -> list[int]:
     """
     lo_text, sep, hi_text = text.partition(":")
     if not sep:
-        raise ValueError(f"invalid sweep {text!r}: use MIN:MAX, such as 1:4M")
+        raise ValueError(f"invalid sweep {quoted(text)}: use MIN:MAX, such as 1:4M")
     lo, hi = parse_size(lo_text), parse_size(hi_text)
     if lo > hi:
-        raise ValueError(f"invalid sweep {text!r}: MIN is larger than MAX")
+        raise ValueError(f"invalid sweep {quoted(text)}: MIN is larger than MAX")
     sizes = []
     size = lo
     while size <= hi:
