@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import mpirun as helper
 import pytest
@@ -219,3 +220,100 @@ def test_a_huge_number_under_mpiexec_is_one_short_line(mpirun):
     result = mpirun(2, "-m", "ringmpi.ring", "--size", HUGE, timeout=60)
     assert result.returncode == 2 and len(result.error_lines) == 1, result.describe()[:2000]
     assert len(result.error_lines[0]) < 200 and "1" * 41 not in result.stderr
+
+
+# --timeline, --trace and -o ----------------------------------------------------
+
+
+def synthetic_stats(count: int, ranks: int = 4):
+    """A traced run of ``count`` short tasks, as the farm records it."""
+    from ringmpi.farm._outcome import FarmStats, TaskSpan
+
+    spans, clock = [], [0.0] * ranks
+    for i in range(count):
+        rank, seconds = i % ranks, 1e-4 * (1 + i % 7)
+        start = clock[rank]
+        spans.append(TaskSpan(i, rank, "vm", start, start + seconds, i // 16, start, start))
+        clock[rank] += seconds
+    return FarmStats(elapsed=max(clock), hosts=["vm"] * ranks, trace=spans)
+
+
+def test_a_timeline_of_many_tasks_draws_in_seconds(tmp_path):
+    pytest.importorskip("matplotlib")
+    from ringmpi.farm import timeline
+
+    # One autoscaled bar per task took 45 s here for 8,000 tasks (quadratic);
+    # one collection per row draws 200,000 in about 6 s.
+    stats = synthetic_stats(8000)
+    start = time.perf_counter()
+    timeline.draw_timeline(tmp_path / "t.png", stats)
+    assert time.perf_counter() - start < 15
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"), [("tl", b"\x89PNG"), ("t.svg", b"<?xm"), ("t.pdf", b"%PDF")]
+)
+def test_a_timeline_is_written_at_exactly_the_path_given(tmp_path, name, magic):
+    pytest.importorskip("matplotlib")
+    from ringmpi.farm import timeline
+
+    timeline.draw_timeline(tmp_path / name, synthetic_stats(10))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert (tmp_path / name).read_bytes()[:4] == magic
+
+
+def test_a_timeline_that_cannot_be_written_is_an_error(pyrun):
+    pytest.importorskip("matplotlib")
+    result = pyrun(*FIBFARM, "20-22", "--timeline", "/dev/full", timeout=60)
+    assert result.returncode == 1, result.describe()
+    assert result.error_lines == ["error: cannot write /dev/full: No space left on device"]
+    assert "done:" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["--trace", "F", "-o", "F"], "error: --trace and -o both name F: give each its own file"),
+        (["--trace", "F", "-o", "./F"], "error: --trace and -o both name ./F"),
+        (["--journal", "J", "-o", "J"], "error: --journal and -o both name J"),
+        (["--trace", "F.png", "--timeline", "F.png"], "error: --trace and --timeline both name"),
+        (["--timeline", "t.txt"], "error: --timeline t.txt: cannot draw a timeline as .txt"),
+    ],
+)
+def test_outputs_that_would_overwrite_each_other_are_refused(argv, line, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as caught:
+        fibfarm.main(["20", *argv])
+    assert f"error: {caught.value}".startswith(line)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_devices_may_take_several_outputs(pyrun):
+    result = pyrun(*FIBFARM, "20", "--trace", "/dev/null", "-o", "/dev/null", timeout=60)
+    assert result.returncode == 0 and not result.stderr, result.describe()
+
+
+def test_the_timeline_marks_a_lost_rank_and_a_spare_that_took_over():
+    from ringmpi.farm import timeline
+    from ringmpi.farm._outcome import LostWorker, WorkerStats
+
+    stats = synthetic_stats(12, ranks=3)
+    stats.hosts.append("vm")  # rank 3: a spare with no free core at first
+    stats.idle_ranks = [3]
+    stats.lost = [LostWorker(1, "vm", [1, 5])]
+    stats.trace = [s for s in stats.trace if s.rank != 1 or s.index < 4]
+    for s in stats.trace[6:]:
+        s.rank = 3 if s.rank == 1 else s.rank
+    stats.workers = [WorkerStats(r, "vm", tasks=1) for r in (0, 2, 3)]
+    labels = timeline.row_labels(stats)
+    assert labels == ["rank 0@vm", "rank 1@vm (lost)", "rank 2@vm", "rank 3@vm (spare)"]
+    names = [
+        e["args"]["name"]
+        for e in timeline.chrome_trace(stats)["traceEvents"]
+        if e["name"] == "thread_name"
+    ]
+    assert names == labels
+    stats.workers, stats.trace = stats.workers[:2], [s for s in stats.trace if s.rank != 3]
+    assert timeline.row_labels(stats)[3] == "rank 3@vm (idle)"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import stat
 import sys
 from collections.abc import Sequence
 
@@ -263,9 +266,41 @@ def checked_tasks(args) -> list[int]:
     _check_depth(tasks, args.split, args.baseline)
     if not args.force:
         _check_estimate(tasks)
-    if args.timeline and not trace.have_matplotlib():
-        raise UsageError(f"--timeline needs matplotlib: {trace.PLOT_HINT}")
+    if args.timeline:
+        if not trace.have_matplotlib():
+            raise UsageError(f"--timeline needs matplotlib: {trace.PLOT_HINT}")
+        try:
+            trace.timeline_format(args.timeline)
+        except ValueError as exc:
+            raise UsageError(f"--timeline {args.timeline}: {exc}") from None
+    check_outputs(args)
     return tasks
+
+
+def check_outputs(args) -> None:
+    """Refuse two outputs (``--journal``, ``--trace``, ``--timeline``, ``-o``)
+    that name the same file: the second would overwrite the first.
+
+    Devices (``/dev/null``, ``/dev/stdout``) may be named more than once.
+    """
+    seen: dict[str, str] = {}
+    for flag, path in (
+        ("--journal", args.journal),
+        ("--trace", args.trace),
+        ("--timeline", args.timeline),
+        ("-o", args.output),
+    ):
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        with contextlib.suppress(OSError):
+            if not stat.S_ISREG(os.stat(real).st_mode):
+                continue
+        if real in seen:
+            raise UsageError(
+                f"{seen[real]} and {flag} both name {shown(path)}: give each its own file"
+            )
+        seen[real] = flag
 
 
 def _check_split_count(tasks: Sequence[int], depth: int) -> None:

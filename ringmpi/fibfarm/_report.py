@@ -68,9 +68,11 @@ def report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
     if args.quiet:
         return "\n".join(lines)
     computing = len(stats.workers)
+    ran = {w.rank for w in stats.workers if w.tasks}
+    idle = [rank for rank in stats.idle_ranks if rank not in ran]  # a spare may take over
     lines.append(
         f"# {plural(len(tasks), 'task')} on {plural(size, 'rank')}, {computing} computing"
-        + (f", {len(stats.idle_ranks)} idle (no free core)" if stats.idle_ranks else "")
+        + (f", {len(idle)} idle (no free core)" if idle else "")
         + f", {args.schedule}"
         + (f", split {args.split}" if args.split else "")
     )
