@@ -107,6 +107,56 @@ def _leave_without_finalize(status: int) -> NoReturn:
     os._exit(status)
 
 
+def _process_failure(exc: BaseException) -> str | None:
+    """The line for an MPI error that means a rank was lost (ULFM), else None."""
+    from mpi4py import MPI
+
+    classes = {
+        getattr(MPI, name)
+        for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
+        if hasattr(MPI, name)
+    }
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, MPI.Exception) and error.Get_error_class() in classes:
+            break
+        error = error.__cause__ or error.__context__
+    else:
+        return None
+    lost = _failed_ranks()
+    who = (
+        f"lost {'rank' if len(lost) == 1 else 'ranks'} {', '.join(map(str, lost))}"
+        if lost
+        else "lost a rank"
+    )
+    return (
+        f"{rank_prefix()} {who} (it died): MPI reports {error}; this run is not fault "
+        "tolerant (pass --fault-tolerant, or fault_tolerant=True to the farm, to survive "
+        "lost workers)"
+    )
+
+
+def _failed_ranks() -> list[int]:
+    """The ranks of ``COMM_WORLD`` this process knows have failed (ULFM)."""
+    from mpi4py import MPI
+
+    world = MPI.COMM_WORLD
+    try:
+        world.Ack_failed()
+        failed = world.Get_failed()
+    except (MPI.Exception, NotImplementedError, AttributeError):
+        return []
+    group = world.Get_group()
+    try:
+        ranks = failed.Translate_ranks(list(range(failed.Get_size())), group)
+        return sorted(r for r in ranks if r >= 0)
+    finally:
+        failed.Free()
+        group.Free()
+
+
 def _print_traceback(exc: BaseException) -> None:
     prefix = rank_prefix()
     text = format_exception(exc)
@@ -289,6 +339,13 @@ def _failed(exc: BaseException, size: int) -> int:
     elif isinstance(exc, KeyboardInterrupt):
         print_error(f"{rank_prefix()} interrupted")
         status = EXIT_INTERRUPTED
+    elif _process_failure(exc) is not None:
+        # Under 'mpiexec --with-ft ulfm' a lost rank is an MPI error on every
+        # survivor that talks to it: rank 0 reports, the others wait for its abort.
+        if _rank() != 0:
+            time.sleep(1.0)
+        print_error(_process_failure(exc) or "")
+        status = EXIT_FAILURE
     else:
         _print_traceback(exc)
         status = EXIT_FAILURE
