@@ -317,3 +317,51 @@ def test_the_timeline_marks_a_lost_rank_and_a_spare_that_took_over():
     assert names == labels
     stats.workers, stats.trace = stats.workers[:2], [s for s in stats.trace if s.rank != 3]
     assert timeline.row_labels(stats)[3] == "rank 3@vm (idle)"
+
+
+# --fault-tolerant under other MPI libraries ------------------------------------
+
+MPICH = "MPICH Version:      4.1.2\nMPICH Release date: Wed Jun  7 15:22:45 CDT 2023\n"
+INTEL = "Intel(R) MPI Library 2021.10 for Linux* OS\n"
+OPEN_MPI_4 = (
+    "Open MPI v4.1.5, package: Debian OpenMPI, ident: 4.1.5, repo rev: v4.1.5, Feb 23, 2023"
+)
+OPEN_MPI_5 = "Open MPI v5.0.11, package: Open MPI user@localhost Distribution, ident: 5.0.11"
+
+
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        (MPICH, "this MPI (MPICH Version: 4.1.2) has none that ringmpi can use"),
+        (INTEL, "this MPI (Intel(R) MPI Library 2021.10 for Linux* OS) has none"),
+        (OPEN_MPI_4, "has no 'mpiexec --with-ft ulfm': fault tolerance needs Open MPI 5"),
+        (OPEN_MPI_5, "launch with 'mpiexec --with-ft ulfm'"),
+    ],
+)
+def test_the_fault_tolerance_hint_fits_the_mpi_library(version, says):
+    from ringmpi.base import mpilib
+
+    hint = mpilib.fault_tolerance_hint(version)
+    assert says in hint
+    if version is not OPEN_MPI_5:
+        assert not hint.startswith("launch with")
+
+
+@pytest.mark.parametrize("api", ["farm", "executor"])
+def test_fault_tolerant_under_mpich_does_not_send_users_to_open_mpi(api, monkeypatch, caplog):
+    from mpi4py import MPI
+
+    from ringmpi import FarmExecutor
+    from ringmpi.base import mpilib
+    from ringmpi.farm import Farm
+
+    monkeypatch.setattr(mpilib, "library_version", lambda: MPICH)
+    monkeypatch.delenv("OMPI_MCA_mpi_ft_enable", raising=False)
+    if api == "farm":
+        assert Farm(MPI.COMM_SELF, abs, fault_tolerant=True).map([-1, -2]) == [1, 2]
+    else:
+        with FarmExecutor(comm=MPI.COMM_SELF, fault_tolerant=True) as pool:
+            assert pool.submit(abs, -3).result() == 3
+    warnings = [r.getMessage() for r in caplog.records if "fault tolerance" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "MPICH Version: 4.1.2" in warnings[0] and "launch with" not in warnings[0]

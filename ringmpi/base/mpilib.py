@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 
 INSTALL_HINT = (
     "install one: pip install 'ringmpi[mpi]' (Open MPI from PyPI), or your "
@@ -28,3 +29,38 @@ def missing_library() -> str | None:
         where = f" (MPI4PY_LIBMPI={forced})" if forced else ""
         return f"mpi4py found no MPI library to load{where}; {INSTALL_HINT}"
     return None
+
+
+def library_version() -> str:
+    """Return ``MPI.Get_library_version()``: which MPI library runs (MPI started)."""
+    from mpi4py import MPI
+
+    return MPI.Get_library_version()
+
+
+def fault_tolerance_hint(version: str | None = None) -> str:
+    """Say what ringmpi's fault tolerance needs from the MPI that runs, or that it has none.
+
+    ringmpi survives lost workers through ULFM as Open MPI 5 offers it
+    (``mpiexec --with-ft ulfm``); other libraries are told apart by
+    ``MPI.Get_library_version()``, so that nobody is sent to an option
+    their ``mpiexec`` does not have.
+
+    Args:
+        version: The library's version text (default: asked of MPI).
+    """
+    text = library_version() if version is None else version
+    first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else "unknown"
+    name = first.rstrip(",;: ")[:60]
+    match = re.search(r"Open MPI v(\d+)", text)
+    if match and int(match.group(1)) >= 5:
+        return "launch with 'mpiexec --with-ft ulfm'"
+    if match:
+        return (
+            f"this MPI ({name}) has no 'mpiexec --with-ft ulfm': fault tolerance "
+            "needs Open MPI 5 or later"
+        )
+    return (
+        f"ringmpi's fault tolerance needs Open MPI 5 with ULFM ('mpiexec --with-ft ulfm'); "
+        f"this MPI ({name}) has none that ringmpi can use"
+    )

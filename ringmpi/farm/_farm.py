@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ..base import config, poll
+from ..base import config, mpilib, poll
 from ..base.errors import RingmpiError, mark_degraded
 from ..journal import Identity, Journal, JournalError
 from . import _shared, _stop
@@ -384,8 +384,8 @@ class Farm:
         root_computes = root_computes or not active
         if self.fault_tolerant and not ft:
             log.warning(
-                "fault tolerance is not active (launch with 'mpiexec --with-ft ulfm'): "
-                "a lost worker will end the job"
+                "fault tolerance is not active (%s): a lost worker will end the job",
+                mpilib.fault_tolerance_hint(),
             )
         return hosts, (active, idle, root_computes)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any
 
-from ..base import config, poll
+from ..base import config, mpilib, poll
 from ..base.errors import RingmpiError
 from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
@@ -316,8 +316,8 @@ def start(
     ft = fault_tolerant and config.ulfm_enabled()
     if fault_tolerant and not ft and comm.Get_rank() == root:
         log.warning(
-            "fault tolerance is not active (launch with 'mpiexec --with-ft ulfm'): "
-            "a lost worker will end the job"
+            "fault tolerance is not active (%s): a lost worker will end the job",
+            mpilib.fault_tolerance_hint(),
         )
     private = _join(comm, root, ft)
     layout = private.gather((socket.gethostname(), node_cores(private)), root=root)

@@ -166,7 +166,7 @@ def _add_run_options(parser) -> None:
     parser.add_argument(
         "--fault-tolerant",
         action="store_true",
-        help="survive lost workers (needs 'mpiexec --with-ft ulfm')",
+        help="survive lost workers (needs Open MPI 5 and 'mpiexec --with-ft ulfm')",
     )
     parser.add_argument(
         "--force", action="store_true", help="run even when the estimate is over an hour"
