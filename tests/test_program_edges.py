@@ -365,3 +365,49 @@ def test_fault_tolerant_under_mpich_does_not_send_users_to_open_mpi(api, monkeyp
     warnings = [r.getMessage() for r in caplog.records if "fault tolerance" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert "MPICH Version: 4.1.2" in warnings[0] and "launch with" not in warnings[0]
+
+
+# MPI not initialized -------------------------------------------------------------
+
+NOT_INITIALIZED = """
+import sys
+import mpi4py
+mpi4py.rc.initialize = False
+mode = sys.argv[1]
+from ringmpi import FarmExecutor, FarmPool
+from ringmpi.farm import farm_map
+from ringmpi.harness import launch
+
+def use():
+    if mode.endswith("pool"):
+        with FarmPool() as pool:
+            print(pool.map(abs, [-1, -2]))
+    elif mode.endswith("executor"):
+        with FarmExecutor() as ex:
+            print(list(ex.map(abs, [-1, -2])))
+    else:
+        from mpi4py import MPI
+        print(farm_map(MPI.COMM_WORLD, abs, [-1]))
+    return 0
+
+if mode.startswith("finalized"):
+    from mpi4py import MPI
+    MPI.Init()
+    MPI.Finalize()
+sys.exit(launch(lambda argv: use(), []) if mode.startswith("launch") else use())
+"""
+
+
+@pytest.mark.parametrize(
+    "mode", ["launch-pool", "launch-farm", "pool", "executor", "farm", "finalized-pool"]
+)
+def test_mpi_not_initialized_is_one_line_of_ours(mode, mpirun, tmp_path):
+    script = tmp_path / "noinit.py"
+    script.write_text(NOT_INITIALIZED)
+    result = mpirun(2, str(script), mode, timeout=60)
+    assert result.returncode != 0, result.describe()
+    assert "before MPI_INIT" not in result.stderr, result.describe()
+    why = "finalized" if mode.startswith("finalized") else "not initialized"
+    assert f"MPI {'has already been' if why == 'finalized' else 'is'} {why}" in result.stderr
+    if mode.startswith("launch"):
+        assert len(result.error_lines) == 1 and "Traceback" not in result.stderr, result.describe()

@@ -6,6 +6,8 @@ import importlib.util
 import os
 import re
 
+from .errors import RingmpiError
+
 INSTALL_HINT = (
     "install one: pip install 'ringmpi[mpi]' (Open MPI from PyPI), or your "
     "system's MPI with mpi4py built against it (pip install --no-binary mpi4py mpi4py)"
@@ -64,3 +66,30 @@ def fault_tolerance_hint(version: str | None = None) -> str:
         f"ringmpi's fault tolerance needs Open MPI 5 with ULFM ('mpiexec --with-ft ulfm'); "
         f"this MPI ({name}) has none that ringmpi can use"
     )
+
+
+class MPINotReady(RingmpiError):
+    """MPI is not initialized (``mpi4py.rc.initialize = False``) or already finalized."""
+
+    collective = True
+
+
+def check_ready() -> None:
+    """Raise ``MPINotReady`` unless MPI is initialized and not yet finalized.
+
+    With ``mpi4py.rc.initialize = False`` the first MPI call would make Open
+    MPI abort every rank with a box of its own; this says why in one line.
+
+    Raises:
+        MPINotReady: MPI cannot be used now.
+    """
+    from mpi4py import MPI
+
+    if MPI.Is_finalized():
+        raise MPINotReady("MPI has already been finalized: ringmpi needs it running")
+    if not MPI.Is_initialized():
+        raise MPINotReady(
+            "MPI is not initialized (mpi4py.rc.initialize = False): call "
+            "mpi4py.MPI.Init() (or Init_thread()) first, or leave mpi4py.rc.initialize "
+            "at True"
+        )

@@ -144,6 +144,7 @@ class Farm:
     ):
         #: A bad option: raised on every rank once the farm has started.
         self._problem: str | None
+        mpilib.check_ready()
         self.errors, self.schedule, self._problem = check_or_defer(
             comm, unknown, Farm.__init__, errors=errors, schedule=schedule, root=root,
             fault_tolerant=fault_tolerant, task_timeout=task_timeout, chunksize=chunksize,

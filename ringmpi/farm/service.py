@@ -309,6 +309,7 @@ def start(
     """
     from mpi4py import MPI
 
+    mpilib.check_ready()
     if task_timeout is not None and not task_timeout > 0:
         raise ValueError(f"task_timeout must be positive, not {task_timeout}")
     if comm is None:

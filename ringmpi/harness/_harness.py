@@ -299,10 +299,15 @@ def _before_mpi() -> int | None:
         report_before_mpi(str(exc))
         return EXIT_USAGE
     dismiss = start_init_watchdog(init_timeout)
-    from mpi4py import MPI
+    from mpi4py import MPI  # MPI starts with the import, unless told not to
 
-    MPI.COMM_WORLD.Get_size()  # MPI starts with the import
     dismiss()
+    try:
+        mpilib.check_ready()
+    except RingmpiError as exc:
+        report_before_mpi(str(exc))
+        return exc.exit_code
+    MPI.COMM_WORLD.Get_size()
     return None
 
 
