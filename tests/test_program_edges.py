@@ -411,3 +411,45 @@ def test_mpi_not_initialized_is_one_line_of_ours(mode, mpirun, tmp_path):
     assert f"MPI {'has already been' if why == 'finalized' else 'is'} {why}" in result.stderr
     if mode.startswith("launch"):
         assert len(result.error_lines) == 1 and "Traceback" not in result.stderr, result.describe()
+
+
+# the programs under -X dev -W error -------------------------------------------------
+
+#: Each program, with the flags that open files, pipes, children and threads.
+DEV_RUNS = {
+    "ring": (3, ["-m", "ringmpi.ring", "--json"]),
+    "ring-sweep": (2, ["-m", "ringmpi.ring", "--sweep", "1:4K", "-q"]),
+    "fibfarm": (
+        3,
+        [
+            *FIBFARM,
+            "20-25",
+            "--journal",
+            "{tmp}/run.db",
+            "--trace",
+            "{tmp}/t.json",
+            "--progress",
+            "-o",
+            "{tmp}/out.txt",
+        ],
+    ),
+    "fibfarm-timeline": (2, [*FIBFARM, "20-23", "--timeline", "{tmp}/t.png", "--split", "2"]),
+    "fibfarm-status": (1, [*FIBFARM, "--journal", "{tmp}/none.db", "--status"]),
+    "bench-fib": (3, ["-m", "ringmpi.bench", "fib", "--quick"]),
+}
+
+
+@pytest.mark.parametrize("name", list(DEV_RUNS))
+def test_the_programs_run_clean_under_dev_mode(name, mpirun, tmp_path):
+    """``-X dev -W error``: an unclosed file, a leaked child or thread, a
+    deprecation is an error in every rank, as the suite's own
+    ``filterwarnings = ["error"]`` makes it in-process."""
+    n, argv = DEV_RUNS[name]
+    if "--timeline" in argv:
+        pytest.importorskip("matplotlib")
+    argv = [w.format(tmp=tmp_path) for w in argv]
+    result = mpirun(n, "-X", "dev", "-W", "error", *argv, timeout=240)
+    assert "Warning" not in result.stderr and "Exception ignored" not in result.stderr, (
+        result.describe()
+    )
+    assert result.returncode == (1 if name == "fibfarm-status" else 0), result.describe()

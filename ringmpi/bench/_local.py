@@ -125,27 +125,39 @@ def run_children(tasks: Sequence[int], processes: int) -> list[int]:
     """
     shares = balance(len(tasks), processes, [fibmod.calls(n) for n in tasks])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
-    children = []
-    for share in shares:
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD_CODE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert child.stdin is not None
-        child.stdin.write(" ".join(str(tasks[i]) for i in share))
-        child.stdin.close()
-        children.append(child)
+    children: list[subprocess.Popen[str]] = []
     results: list[int] = [0] * len(tasks)
-    for share, child in zip(shares, children):
-        assert child.stdout is not None
-        values = json.loads(child.stdout.read())
-        if child.wait() != 0:
-            raise RuntimeError(f"a child exited with status {child.returncode}")
-        for i, value in zip(share, values):
-            results[i] = value
+    try:
+        for share in shares:
+            child = subprocess.Popen(
+                [sys.executable, "-c", CHILD_CODE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            children.append(child)
+            assert child.stdin is not None
+            with child.stdin:
+                child.stdin.write(" ".join(str(tasks[i]) for i in share))
+        for share, child in zip(shares, children):
+            assert child.stdout is not None
+            with child.stdout:
+                text = child.stdout.read()
+            if child.wait() != 0:
+                raise RuntimeError(f"a child exited with status {child.returncode}")
+            for i, value in zip(share, json.loads(text)):
+                results[i] = value
+    finally:
+        # Every pipe closed and every child waited for, on every path: no
+        # ResourceWarning under -X dev, no child left running.
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+            for pipe in (child.stdin, child.stdout):
+                if pipe is not None:
+                    pipe.close()
+            child.wait()
     return results
 
 
