@@ -377,3 +377,54 @@ def test_a_journal_left_open_is_closed_at_exit_with_what_it_holds(tmp_path):
     ended = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
     assert ended.returncode == 0, ended.stderr
     assert summarize(path).done == 3
+
+
+MIB = 2**20
+
+
+def _large_journal(path, count, size):
+    journal = Journal.open(str(path), Identity("t.big", count, "0" * 64), resume=False)
+    for i in range(count):
+        journal.record([(i, bytes([i]) * size, None, str(i), 101.0)], 1, "h", 100.0)
+    journal.close()
+    journalfile.wait_closed(str(path))
+
+
+def test_status_reads_no_result_bodies(tmp_path):
+    import tracemalloc
+
+    _large_journal(tmp_path / "run.db", 4, 16 * MIB)
+    tracemalloc.start()
+    try:
+        summary = summarize(str(tmp_path / "run.db"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (summary.done, summary.failed, summary.missing) == (4, 0, 0)
+    assert peak < 2 * MIB, f"--status allocated {peak / MIB:.1f} MiB for 64 MiB of results"
+
+
+def test_large_results_wait_for_the_disk_rather_than_pile_up(tmp_path, monkeypatch):
+    import tracemalloc
+
+    commit = journalfile.Writer._commit
+
+    def slow_commit(self, work):  # a disk slower than the results arrive
+        time.sleep(0.3)
+        commit(self, work)
+
+    monkeypatch.setattr(journalfile.Writer, "_commit", slow_commit)
+    monkeypatch.setattr(journalfile.Writer, "MAX_BYTES", 32 * MIB, raising=False)
+    tracemalloc.start()
+    try:
+        _large_journal(tmp_path / "run.db", 10, 16 * MIB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The bound, the batch being put, the value and its pickle: not all ten.
+    assert peak < 100 * MIB, f"the root held {peak / MIB:.0f} MiB for 160 MiB of results"
+    assert summarize(str(tmp_path / "run.db")).done == 10
+    with sqlite3.connect(tmp_path / "run.db") as db:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == journalfile.PAGE_SIZE
+        (stored,) = db.execute("SELECT results FROM chunks WHERE rowid = 3").fetchone()
+        assert pickle.loads(stored) == bytes([2]) * 16 * MIB

@@ -133,36 +133,56 @@ def encode(
         blobs.append(blob)
     if not entries:
         return None, 0
-    return (rank, host, start, _to_json(entries), b"".join(blobs)), ok
+    # One result is stored as it was pickled: joining would copy it.
+    results = blobs[0] if len(blobs) == 1 else b"".join(blobs)
+    return (rank, host, start, _to_json(entries), results), ok
 
 
-def read_attempts(db: sqlite3.Connection) -> Iterator[Attempt]:
+def read_attempts(db: sqlite3.Connection, results: bool = True) -> Iterator[Attempt]:
     """Yield every attempt in the journal, in the order they were written
     (from a journal of format 1 too).
+
+    Args:
+        db: The journal.
+        results: Read the pickled results too; without, every ``result`` is
+            None and no result body is read from the file (``--status``).
 
     Raises:
         sqlite3.Error, ValueError, TypeError: The journal is damaged.
     """
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "chunks" not in tables and "attempts" in tables:
-        yield from _read_format_1(db)
+        yield from _read_format_1(db, results)
         return
-    rows = db.execute("SELECT rank, host, start, outcomes, results FROM chunks ORDER BY rowid")
-    for rank, host, first, outcomes, results in rows:
-        blob = memoryview(results) if isinstance(results, bytes) else memoryview(b"")
-        offset, start = 0, first
-        entries = json.loads(outcomes)
-        if not isinstance(entries, list):
-            raise ValueError(f"a chunk's outcomes are {outcomes!r}, not a list")
-        for entry in entries:
-            idx, attempt, after, size, task, error = _checked(entry)
-            end = None if after is None or first is None else first + after / 1e6
-            result = blob[offset : offset + size] if 0 < size <= len(blob) - offset else None
-            if error is None and result is None:
-                error = "no result was stored"
-            yield Attempt(idx, attempt, error is None, result, error, task, rank, host, start, end)
-            offset += size
-            start = end
+    # length() of a blob is in its row's header: SQLite reads no body for it.
+    body = "results" if results else "length(results)"
+    rows = db.execute(f"SELECT rank, host, start, outcomes, {body} FROM chunks ORDER BY rowid")
+    for rank, host, first, outcomes, stored in rows:
+        if not results:
+            yield from _entries(rank, host, first, outcomes, None, stored or 0)
+            continue
+        blob = memoryview(stored) if isinstance(stored, bytes) else memoryview(b"")
+        yield from _entries(rank, host, first, outcomes, blob, len(blob))
+
+
+def _entries(
+    rank: Any, host: Any, first: Any, outcomes: str, blob: memoryview | None, length: int
+) -> Iterator[Attempt]:
+    """The attempts of one ``chunks`` row; ``blob`` None: not read (its ``length`` only)."""
+    offset, start = 0, first
+    entries = json.loads(outcomes)
+    if not isinstance(entries, list):
+        raise ValueError(f"a chunk's outcomes are {outcomes!r}, not a list")
+    for entry in entries:
+        idx, attempt, after, size, task, error = _checked(entry)
+        end = None if after is None or first is None else first + after / 1e6
+        stored = 0 < size <= length - offset
+        result = blob[offset : offset + size] if stored and blob is not None else None
+        if error is None and not stored:
+            error = "no result was stored"
+        yield Attempt(idx, attempt, error is None, result, error, task, rank, host, start, end)
+        offset += size
+        start = end
 
 
 def _checked(entry: Any) -> tuple[int, int, int | None, int, str, str | None]:
@@ -183,14 +203,16 @@ def _checked(entry: Any) -> tuple[int, int, int | None, int, str, str | None]:
     return idx, attempt, after, size, task, error
 
 
-def _read_format_1(db: sqlite3.Connection) -> Iterator[Attempt]:
+def _read_format_1(db: sqlite3.Connection, results: bool = True) -> Iterator[Attempt]:
+    body = "result" if results else "length(result)"
     rows = db.execute(
-        'SELECT idx, attempt, ok, result, error, task, rank, host, start, "end" '
+        f'SELECT idx, attempt, ok, {body}, error, task, rank, host, start, "end" '
         "FROM attempts ORDER BY rowid"
     )
     for idx, attempt, ok, result, error, task, rank, host, start, end in rows:
-        result = memoryview(result) if result else None
-        if ok and result is None:
+        has = bool(result)
+        result = memoryview(result) if has and results else None
+        if ok and not has:
             ok, error = False, "no result was stored"
         error = None if ok else (error or "failed")
         yield Attempt(idx, attempt, bool(ok), result, error, task, rank, host, start, end)

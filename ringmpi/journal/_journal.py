@@ -336,7 +336,7 @@ def _check_stored(
 
 
 def _done(db: sqlite3.Connection) -> int:
-    return len({entry.idx for entry in journalformat.read_attempts(db) if entry.ok})
+    return len({e.idx for e in journalformat.read_attempts(db, results=False) if e.ok})
 
 
 def _meta(identity: Identity) -> list[tuple[str, str]]:

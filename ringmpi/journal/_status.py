@@ -48,7 +48,7 @@ def summarize(path: str, slowest: int = 5) -> Summary:
                 meta["tasks_sha256"],
                 meta.get("options", "{}"),
             )
-            summary = _summary(identity, journalformat.read_attempts(db), slowest)
+            summary = _summary(identity, journalformat.read_attempts(db, results=False), slowest)
         finally:
             db.close()
     except (sqlite3.Error, KeyError, ValueError, TypeError) as exc:
