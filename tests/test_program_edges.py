@@ -3,6 +3,7 @@ closed standard streams, huge numbers, output paths, warnings under ``-X dev``."
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -453,3 +454,49 @@ def test_the_programs_run_clean_under_dev_mode(name, mpirun, tmp_path):
         result.describe()
     )
     assert result.returncode == (1 if name == "fibfarm-status" else 0), result.describe()
+
+
+# what tasks leave running ------------------------------------------------------------
+
+LEAVES_RUNNING = """
+import subprocess, sys, threading, time
+from ringmpi import FarmExecutor
+from ringmpi.farm import farm_map
+from ringmpi.harness import launch
+
+def leave_thread(seconds):
+    threading.Thread(target=time.sleep, args=(seconds,), name="left-behind").start()
+    return seconds
+
+def leave_child(seconds):
+    subprocess.Popen(["sleep", str(seconds)])
+    return seconds
+
+def main(argv):
+    from mpi4py import MPI
+    fn = leave_thread if sys.argv[2] == "thread" else leave_child
+    if sys.argv[1] == "farm":
+        print(farm_map(MPI.COMM_WORLD, fn, [3] * 4, chunksize=1))
+    else:
+        with FarmExecutor() as pool:
+            if pool is not None:
+                print(list(pool.map(fn, [3] * 4)))
+    return 0
+
+sys.exit(launch(main, []))
+"""
+
+
+@pytest.mark.parametrize("api", ["farm", "executor"])
+@pytest.mark.parametrize("what", ["thread", "child"])
+def test_what_a_task_left_running_is_named_at_the_end(api, what, mpirun, tmp_path):
+    script = tmp_path / "leaves.py"
+    script.write_text(LEAVES_RUNNING)
+    result = mpirun(3, str(script), api, what, timeout=60).check(0)
+    assert "[3, 3, 3, 3]" in result.stdout
+    lines = [line for line in result.stderr_lines if "left" in line and "running" in line]
+    assert lines, result.describe()
+    named = "thread 'left-behind'" if what == "thread" else "child process "
+    assert all(named in line for line in lines), result.describe()
+    assert all(re.search(r"running on rank \d@\S+ after the farm", line) for line in lines)
+    assert len(lines) <= 3  # one line per rank that ran such a task, at most

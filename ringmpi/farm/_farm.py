@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ..base import config, mpilib, poll
+from ..base import config, leftovers, mpilib, poll
 from ..base.errors import RingmpiError, mark_degraded
 from ..journal import Identity, Journal, JournalError
 from . import _shared, _stop
@@ -263,6 +263,7 @@ class Farm:
             comm.Set_errhandler(MPI.ERRORS_RETURN)
         self._stop = None if self.grace is None else Stop(self.grace)
         finished = False
+        running = leftovers.snapshot()
         try:
             layout = self._gather_layout(comm, ft)
             problem = plan = None
@@ -294,6 +295,9 @@ class Farm:
                     self._serve(comm, ft)
                     self._agree_on_stop(comm, ft, 0)
             finished = True
+            left = leftovers.warning(running, f"{comm.Get_rank()}@{self.host}")
+            if left is not None:
+                log.warning("%s", left)
         finally:
             journal, self._journal = self._journal, None
             if journal is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any
 
-from ..base import config, mpilib, poll
+from ..base import config, leftovers, mpilib, poll
 from ..base.errors import RingmpiError
 from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
@@ -325,10 +325,15 @@ def start(
     if private.Get_rank() != root:
 
         def serve() -> None:
+            running = leftovers.snapshot()
             serve_dynamic(private, root)
             # Ranks that are done wait longer between polls: nothing is urgent.
             leave(private, ft, False, poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
+            where = f"{private.Get_rank()}@{socket.gethostname()}"
             private.Free()
+            left = leftovers.warning(running, where)
+            if left is not None:
+                log.warning("%s", left)
 
         return None, serve
     options = {
