@@ -500,3 +500,81 @@ def test_what_a_task_left_running_is_named_at_the_end(api, what, mpirun, tmp_pat
     assert all(named in line for line in lines), result.describe()
     assert all(re.search(r"running on rank \d@\S+ after the farm", line) for line in lines)
     assert len(lines) <= 3  # one line per rank that ran such a task, at most
+
+
+# a task that calls a collective ---------------------------------------------------
+
+COLLECTIVE_IN_TASK = """
+import sys
+from mpi4py import MPI
+from ringmpi.farm import farm_map
+from ringmpi.harness import launch
+
+def gather_in_task(x):
+    return MPI.COMM_WORLD.allreduce(x)  # the other ranks are not in this call
+
+def main(argv):
+    print(farm_map(MPI.COMM_WORLD, gather_in_task, list(range(6)), task_timeout=3))
+    return 0
+
+sys.exit(launch(main, []))
+"""
+
+
+def test_a_task_calling_a_collective_ends_with_task_timeout(mpirun, tmp_path):
+    """As README's failure table says: the collective cannot complete (the other
+    ranks are in the farm, not in it); ``task_timeout`` ends the job with one line."""
+    script = tmp_path / "collective.py"
+    script.write_text(COLLECTIVE_IN_TASK)
+    result = mpirun(3, str(script), timeout=60)
+    assert result.returncode != 0 and result.elapsed < 30, result.describe()
+    assert len(result.error_lines) == 1, result.describe()
+    assert re.search(
+        r"rank \d@\S+ has run task\(s\) .* past the limit of 3 s", result.error_lines[0]
+    )
+
+
+def test_readme_documents_a_task_calling_a_collective():
+    readme = (helper.ROOT / "README.md").read_text()
+    assert "a task calls an MPI collective on `COMM_WORLD`" in readme
+
+
+NESTED_FARM = """
+import sys
+from mpi4py import MPI
+from ringmpi import FarmExecutor
+from ringmpi.farm import farm_map
+from ringmpi.harness import launch
+
+def inner(x):
+    return x + 1
+
+def nested(x):
+    if sys.argv[1] == "world-farm":
+        return farm_map(MPI.COMM_WORLD, inner, [x])
+    if sys.argv[1] == "world-executor":
+        with FarmExecutor() as pool:
+            return pool.submit(inner, x).result() if pool else None
+    return farm_map(MPI.COMM_SELF, inner, [x])[0]  # allowed: one rank
+
+def main(argv):
+    print(farm_map(MPI.COMM_WORLD, nested, list(range(4)), chunksize=1))
+    return 0
+
+sys.exit(launch(main, []))
+"""
+
+
+@pytest.mark.parametrize("mode", ["world-farm", "world-executor", "self-farm"])
+def test_a_farm_started_inside_a_task_is_refused(mode, mpirun, tmp_path):
+    script = tmp_path / "nested.py"
+    script.write_text(NESTED_FARM)
+    result = mpirun(3, str(script), mode, timeout=60)
+    if mode == "self-farm":
+        assert result.returncode == 0 and "[1, 2, 3, 4]" in result.stdout, result.describe()
+        return
+    assert result.returncode != 0 and result.elapsed < 30, result.describe()
+    assert len(result.error_lines) == 1, result.describe()
+    assert re.search(
+        r"failed on rank \d@\S+: .*a task cannot start a farm over 3 ranks", result.error_lines[0]
+    ), result.describe()

@@ -34,6 +34,7 @@ from ._outcome import (
     Schedule,
     Tag,
     WorkerStats,
+    check_not_in_task,
     short_repr,
 )
 from ._plan import balance, make_chunks, node_cores, plan_workers
@@ -145,6 +146,7 @@ class Farm:
         #: A bad option: raised on every rank once the farm has started.
         self._problem: str | None
         mpilib.check_ready()
+        check_not_in_task(comm)
         self.errors, self.schedule, self._problem = check_or_defer(
             comm, unknown, Farm.__init__, errors=errors, schedule=schedule, root=root,
             fault_tolerant=fault_tolerant, task_timeout=task_timeout, chunksize=chunksize,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import pickle
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,6 +254,32 @@ class FarmStats:
         return stats
 
 
+#: ``running`` is True on a thread while it runs a task of a farm.
+_task = threading.local()
+
+
+def in_task() -> bool:
+    """Return whether this thread is running a farm's task now."""
+    return getattr(_task, "running", False)
+
+
+def check_not_in_task(comm) -> None:
+    """Refuse a farm over more than one rank started from inside a task.
+
+    The other ranks are busy in the farm that runs the task, so its
+    collectives would wait for ever.
+
+    Raises:
+        RingmpiError: This thread runs a task and ``comm`` has other ranks.
+    """
+    if in_task() and comm.Get_size() > 1:
+        raise RingmpiError(
+            f"a task cannot start a farm over {comm.Get_size()} ranks: the other ranks "
+            "are running the farm that runs this task, so it would wait for ever "
+            "(use MPI.COMM_SELF inside a task, or no MPI at all)"
+        )
+
+
 def call(fn: Callable[[Any], Any], task: Any) -> tuple[Any, BaseException | None]:
     """Run ``fn(task)`` and return ``(result, None)`` or ``(None, exc)``.
 
@@ -260,10 +287,13 @@ def call(fn: Callable[[Any], Any], task: Any) -> tuple[Any, BaseException | None
     included: a worker that left the farm, or a root thread that died, would
     leave results missing.
     """
+    _task.running = True
     try:
         return fn(task), None
     except BaseException as exc:
         return None, exc
+    finally:
+        _task.running = False
 
 
 def describe_error(

@@ -26,7 +26,7 @@ from ..base import config, leftovers, mpilib, poll
 from ..base.errors import RingmpiError
 from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
-from ._outcome import FarmStats, Outcome, TaskError, WorkerStats
+from ._outcome import FarmStats, Outcome, TaskError, WorkerStats, check_not_in_task
 from ._plan import node_cores, plan_workers
 from ._start import join
 from ._worker import Setup, serve_dynamic
@@ -314,6 +314,7 @@ def start(
         raise ValueError(f"task_timeout must be positive, not {task_timeout}")
     if comm is None:
         comm = MPI.COMM_WORLD
+    check_not_in_task(comm)
     ft = fault_tolerant and config.ulfm_enabled()
     if fault_tolerant and not ft and comm.Get_rank() == root:
         log.warning(
