@@ -18,9 +18,10 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ..base import config, leftovers, mpilib, poll
+from ..base import config, mpilib, poll
 from ..base.errors import RingmpiError, mark_degraded
 from ..journal import Identity, Journal, JournalError
+from . import _leftovers as leftovers
 from . import _shared, _stop
 from ._engine import Engine, IterSource, ListSource
 from ._ft import leave

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any
 
-from ..base import config, leftovers, mpilib, poll
+from ..base import config, mpilib, poll
 from ..base.errors import RingmpiError
+from . import _leftovers as leftovers
 from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
 from ._outcome import FarmStats, Outcome, TaskError, WorkerStats, check_not_in_task
