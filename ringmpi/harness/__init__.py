@@ -17,7 +17,15 @@ from ..base.errors import (
     RingmpiError,
     UsageError,
 )
-from ._args import ArgumentParser, arg_type, int_arg, plural, positive_float, script_name
+from ._args import (
+    ArgumentParser,
+    arg_type,
+    int_arg,
+    memory_size,
+    plural,
+    positive_float,
+    script_name,
+)
 from ._harness import (
     Watchdog,
     launch,
@@ -46,6 +54,7 @@ __all__ = [
     "check_launcher",
     "int_arg",
     "launch",
+    "memory_size",
     "plural",
     "positive_float",
     "print_result",
