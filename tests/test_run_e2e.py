@@ -142,3 +142,17 @@ def test_ringmpi_run_is_the_same_program(mpirun, tmp_path):
     result = mpirun(2, "-m", "ringmpi", "run", SCRIPT, str(out), timeout=90)
     assert results(result.check(0)) == serial()
     assert Path(ringmpi).exists()
+
+
+def test_a_farm_over_the_world_in_a_script_is_refused_at_once(mpirun, tmp_path):
+    script = tmp_path / "farm.py"
+    script.write_text(
+        "from mpi4py import MPI\n"
+        "from ringmpi.farm import farm_map\n"
+        "if __name__ == '__main__':\n"
+        "    print(farm_map(MPI.COMM_WORLD, abs, [-1, -2]))\n"
+    )
+    result = mpirun(3, "-m", "ringmpi.run", str(script), timeout=60)
+    assert result.returncode == 2, result.describe()
+    assert len(result.error_lines) == 1 and "use FarmExecutor or FarmPool" in result.error_lines[0]
+    assert result.elapsed < 30  # not the join timeout

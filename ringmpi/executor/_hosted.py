@@ -30,7 +30,7 @@ from typing import Any
 
 from ..base import poll
 from ..base.errors import RingmpiError
-from ..farm.service import Service, start
+from ..farm.service import Service, set_hosted, start
 
 #: The name the script's main module has on the workers.
 WORKER_MAIN = "__worker__"
@@ -175,10 +175,12 @@ class hosting:
 
     def __enter__(self) -> Hosted:
         _current.append(self.hosted)
+        set_hosted(True)
         return self.hosted
 
     def __exit__(self, *exc_info: Any) -> None:
         _current.remove(self.hosted)
+        set_hosted(bool(_current))
         self.hosted.close()
 
 

@@ -37,7 +37,7 @@ from ._outcome import (
     short_repr,
 )
 from ._plan import balance, computing, make_chunks, plan_workers, rank_facts
-from ._start import Unusable, check_setup, join_telling, start
+from ._start import Unusable, check_setup, join_telling, refuse_if_hosted, start
 from ._static import run_static
 from ._stop import FarmStopped, Stop
 from ._trace import Tracer, clock_offsets
@@ -265,6 +265,7 @@ class Farm:
         from mpi4py import MPI
 
         begin = time.perf_counter()
+        refuse_if_hosted(self.comm)
         # A private communicator keeps the farm's messages apart from the
         # caller's, and lets fault tolerance change only its error handler.
         comm, told = join_telling(self.comm, self.root, self.join_timeout, self._problem)

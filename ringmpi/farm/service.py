@@ -302,6 +302,12 @@ class Service:
             self._thread.join(0.5)
 
 
+def set_hosted(on: bool) -> None:
+    """Say that a script under ``python -m ringmpi.run`` runs on this rank, the
+    root: farms over ``COMM_WORLD`` are then refused at once."""
+    _starting.hosted[0] = on
+
+
 def start(
     comm,
     root: int,
