@@ -1,6 +1,10 @@
-"""Memory sizes and the per-task memory limit, without MPI."""
+"""Memory sizes and the per-task memory limit: without MPI, then under mpiexec."""
 
 from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +67,24 @@ def test_limits_leave_room_for_a_task_or_are_refused():
     assert room_problem(1 << 30, [(1, 100 << 20), (2, None)]) is None
     why = room_problem(50 << 20, [(1, 100 << 20), (2, 120 << 20)])
     assert why is not None and "rank 2 already holds 120 MiB" in why
+
+
+PROGRAM = str(Path(__file__).parent / "programs" / "memory_farm.py")
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize(
+    "how", [("farm", "dynamic"), ("farm", "static"), ("executor",), ("pool",)], ids="-".join
+)
+def test_a_task_past_the_limit_fails_alone_and_named_while_39_succeed(mpirun, n, how):
+    args = [PROGRAM, *how] if how[0] == "farm" else ["-m", "ringmpi.run", PROGRAM, *how]
+    result = mpirun(n, *args, timeout=120).check(0)
+    lines = [line for line in result.stdout_lines if line.startswith("{")]
+    assert len(lines) == 1, result.describe()
+    outcome = json.loads(lines[0])
+    assert outcome["ok"] == 39 and list(outcome["failed"]) == ["3"], result.describe()
+    message = outcome["failed"]["3"]
+    assert "MemoryError: past the memory limit of 400 MiB" in message
+    if how[0] == "farm":  # named as every failed task is, on a worker when there is one
+        rank = re.match(r"task 3 \(3\) failed on rank (\d+)@", message)
+        assert rank and (int(rank.group(1)) != 0 or n == 1), message
