@@ -156,3 +156,27 @@ def test_a_farm_over_the_world_in_a_script_is_refused_at_once(mpirun, tmp_path):
     assert result.returncode == 2, result.describe()
     assert len(result.error_lines) == 1 and "use FarmExecutor or FarmPool" in result.error_lines[0]
     assert result.elapsed < 30  # not the join timeout
+
+
+def test_a_bad_option_leaves_the_workers_free_for_the_next_executor(mpirun, tmp_path):
+    script = tmp_path / "bad.py"
+    script.write_text(
+        "from ringmpi import FarmExecutor, FarmPool\n"
+        "if __name__ == '__main__':\n"
+        "    for bad in ({'task_timeout': -1}, {'memory_limit': 'lots'}):\n"
+        "        try:\n"
+        "            FarmExecutor(**bad).submit(abs, -1)\n"
+        "        except ValueError as exc:\n"
+        "            print('refused:', exc, flush=True)\n"
+        "    try:\n"
+        "        FarmPool(memory_limit='1M')\n"
+        "    except Exception as exc:\n"
+        "        print('refused:', type(exc).__name__, flush=True)\n"
+        "    with FarmExecutor() as ex:\n"
+        "        print(ex.submit(abs, -5).result(), flush=True)\n"
+    )
+    result = mpirun(3, "-m", "ringmpi.run", str(script), timeout=60).check(0)
+    assert result.stdout_lines[-1] == "5", result.describe()
+    assert len([line for line in result.stdout_lines if line.startswith("refused:")]) == 3
+    assert "FarmUsageError" in result.stdout
+    assert result.elapsed < 30

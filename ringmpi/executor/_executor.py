@@ -111,7 +111,7 @@ class FarmExecutor(Executor):
             raise RuntimeError("a FarmExecutor can be entered only once")
         self._entered = True
         if self._hosted is not None:
-            self._hosted.begin(self._options["fault_tolerant"])
+            self._hosted.begin(self._options)
         service, serve = start(self._comm, self._root, **self._options)
         if serve is not None:
             serve()

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..base import poll
 from ..base.errors import RingmpiError
-from ..farm.service import Service, set_hosted, start
+from ..farm.service import Service, check_options, set_hosted, start
 
 #: The name the script's main module has on the workers.
 WORKER_MAIN = "__worker__"
@@ -104,8 +104,13 @@ class Hosted:
         self.service: Service | None = None
         self._end: Callable[[], None] | None = None
 
-    def begin(self, fault_tolerant: bool) -> None:
-        """Bring every worker into a new farm; call :func:`start` next."""
+    def begin(self, options: dict[str, Any]) -> None:
+        """Bring every worker into a new farm for ``options``; call :func:`start` next.
+
+        Raises:
+            ValueError: A bad option (the workers were not called).
+        """
+        check_options(options.get("task_timeout"), options.get("memory_limit"))
         previous = self.service
         if previous is not None:
             if not previous.shut:
@@ -118,7 +123,7 @@ class Hosted:
         # Instances of the script's classes come back named by the workers'
         # name for it.
         sys.modules.setdefault(WORKER_MAIN, sys.modules["__main__"])
-        order = {"fault_tolerant": fault_tolerant}
+        order = {"fault_tolerant": bool(options.get("fault_tolerant"))}
         for request in [self.session.isend(order, r, Tag.ORDER) for r in self.workers]:
             poll.wait(request)
         problems = [poll.recv(self.session, r, Tag.READY) for r in self.workers]

@@ -169,7 +169,10 @@ class FarmPool:
                 raise ValueError(
                     f"under ringmpi.run the script runs on rank 0, so root must be 0, not {root}"
                 )
-            hosted.begin(fault_tolerant)
+            hosted.begin(
+                {"task_timeout": task_timeout, "memory_limit": memory_limit,
+                 "fault_tolerant": fault_tolerant}
+            )  # fmt: skip
         self._service, self._serve = start(
             comm, root, cores=cores, task_timeout=task_timeout,
             fault_tolerant=fault_tolerant, initializer=initializer, initargs=initargs,

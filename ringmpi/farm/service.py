@@ -302,6 +302,17 @@ class Service:
             self._thread.join(0.5)
 
 
+def check_options(task_timeout: float | None, memory_limit: int | str | None) -> int | None:
+    """Check what :func:`start` would refuse; return the memory limit in bytes.
+
+    Raises:
+        ValueError: A bad option.
+    """
+    if task_timeout is not None and not task_timeout > 0:
+        raise ValueError(f"task_timeout must be positive, not {task_timeout}")
+    return _memory.check_limit(memory_limit)
+
+
 def set_hosted(on: bool) -> None:
     """Say that a script under ``python -m ringmpi.run`` runs on this rank, the
     root: farms over ``COMM_WORLD`` are then refused at once."""
@@ -336,9 +347,7 @@ def start(
     """
     from mpi4py import MPI
 
-    if task_timeout is not None and not task_timeout > 0:
-        raise ValueError(f"task_timeout must be positive, not {task_timeout}")
-    limit = _memory.check_limit(memory_limit)
+    limit = check_options(task_timeout, memory_limit)
     if comm is None:
         comm = MPI.COMM_WORLD
     ft = fault_tolerant and config.ulfm_enabled()
