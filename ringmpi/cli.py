@@ -19,6 +19,7 @@ PROGRAMS = (
     ("ringmpi-ring", "ringmpi.ring", "the rank/size ring, and a latency/bandwidth tool"),
     ("ringmpi-fibfarm", "ringmpi.fibfarm", "the slow recursive Fibonacci over a task farm"),
     ("ringmpi-bench", "ringmpi.bench", "benchmarks side by side (fib, ring, pool, data)"),
+    ("ringmpi run", "ringmpi.run", "a concurrent.futures script on rank 0; the rest serve"),
 )
 
 
@@ -43,6 +44,14 @@ def bench() -> int:
     from .harness import launch
 
     return launch(main)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """``ringmpi run script.py [args]``: as ``python -m ringmpi.run``."""
+    from .harness import launch
+    from .run import main
+
+    return launch(main, argv)
 
 
 def _mpiexec() -> str | None:
@@ -77,10 +86,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ringmpi`` and ``ringmpi``: print what is there (never starts MPI)."""
+    """``python -m ringmpi`` and ``ringmpi``: print what is there (never starts MPI).
+
+    ``ringmpi run ...`` is ``python -m ringmpi.run ...``.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["run"]:
+        return run(args[1:])
     parser = _Parser(
         prog=script_name("python -m ringmpi"),
-        description="list ringmpi's programs and the MPI it would use",
+        description="list ringmpi's programs and the MPI it would use "
+        "('ringmpi run script.py' runs a script: see python -m ringmpi.run --help)",
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     parser.parse_args(argv)

@@ -410,6 +410,8 @@ def test_data_quick_json(mpirun):
     approaches = [row["approach"] for row in report["memory"]]
     assert approaches == [
         "farm shared=",
+        "FarmExecutor shared=",
+        "FarmPool shared=",
         "mpi4py.futures initargs",
         "Pool initargs (fork)",
         "Pool initargs (spawn)",

@@ -150,3 +150,11 @@ def test_a_task_past_its_time_limit_is_named_as_the_user_knows_it(mpirun, tmp_pa
         re.MULTILINE,
     ), result.describe()
     assert "((" not in result.stderr
+
+
+def test_memory_limit_is_passed_to_the_farm_and_refused_without_room(mpirun):
+    fine = mpirun(3, "-m", "ringmpi.fibfarm", "20-22", "--memory-limit", "2G", timeout=60)
+    assert "fib(22) = 17711" in fine.check(0).stdout
+    tight = mpirun(3, "-m", "ringmpi.fibfarm", "20-22", "--memory-limit", "20M", timeout=60)
+    assert tight.returncode == 2, tight.describe()
+    assert len(tight.error_lines) == 1 and "leaves no room for a task" in tight.error_lines[0]

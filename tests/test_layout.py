@@ -14,10 +14,10 @@ import ringmpi
 
 PACKAGE = pathlib.Path(ringmpi.__file__).parent
 REPO = PACKAGE.parent
-PARTS = ("base", "bench", "executor", "farm", "fibfarm", "harness", "journal", "ring")
+PARTS = ("base", "bench", "executor", "farm", "fibfarm", "harness", "journal", "ring", "run")
 #: Public modules inside a part, beside its __init__ and __main__.
 PUBLIC_MODULES = {
-    "base": {"config", "errors", "limits", "mpilib", "poll"},
+    "base": {"config", "errors", "limits", "memory", "mpilib", "poll"},
     "farm": {"service", "timeline"},
 }
 
@@ -56,7 +56,7 @@ def test_each_part_keeps_its_modules_private_and_exports_what_all_says(part):
 
 
 def test_the_programs_run_as_modules():
-    for program in ("ring", "fibfarm", "bench"):
+    for program in ("ring", "fibfarm", "bench", "run"):
         assert (PACKAGE / program / "__main__.py").is_file()
 
 

@@ -225,11 +225,11 @@ def data_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The data targets: memory of the shared array, bandwidth of results."""
     out = []
     for row in report.get("memory") or []:
-        if row["approach"] == "farm shared=":
+        if row["approach"] in ("farm shared=", "FarmExecutor shared=", "FarmPool shared="):
             limit = 1.3 * report["size_mib"]
             out.append(
                 {
-                    "target": f"farm shared= of {report['size_mib']} MiB, {row['processes']} "
+                    "target": f"{row['approach']} of {report['size_mib']} MiB, {row['processes']} "
                     f"ranks: memory added [MiB] <= {limit:g}",
                     "value": row["pss_added_mib"],
                     "limit": limit,

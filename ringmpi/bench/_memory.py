@@ -1,4 +1,4 @@
-"""The data benchmark's memory part: one array shared by the farm, by Pool and by mpi4py.futures."""
+"""The data benchmark's memory part: one array shared by each approach, side by side."""
 
 from __future__ import annotations
 
@@ -83,6 +83,34 @@ def _farm_row(comm, pids, table, expected: float) -> dict[str, Any] | None:
     return _row("farm shared=", size, before, during[0], all(s == expected for s in sums))
 
 
+def _executor_rows(comm, pids, table, expected: float) -> list[dict[str, Any]]:
+    """FarmExecutor and FarmPool with ``shared=``, measured while they hold the window."""
+    from ..executor import FarmExecutor, FarmPool
+
+    rank, size = comm.Get_rank(), comm.Get_size()
+    data = {"table": table} if rank == 0 else None
+    rows = []
+    poll.barrier(comm)
+    before = _measure(pids) if rank == 0 else None
+    with FarmExecutor(comm, shared=data, cores=size) as ex:
+        if ex is not None:
+            sums = list(ex.map(_sum_shared, range(4 * size)))
+            ok = all(s == expected for s in sums)
+            rows.append(_row("FarmExecutor shared=", ex.workers, before, _measure(pids), ok))
+    poll.barrier(comm)
+    before = _measure(pids) if rank == 0 else None
+    pool = FarmPool(comm, shared=data, cores=size)
+    if pool.is_master():
+        sums = pool.map(_sum_shared, range(4 * size), chunksize=1)
+        ok = all(s == expected for s in sums)
+        rows.append(_row("FarmPool shared=", pool.workers, before, _measure(pids), ok))
+        pool.close()
+        pool.join()
+    else:
+        pool.wait()
+    return rows
+
+
 def _futures_row(comm, pids, table, expected: float) -> dict[str, Any] | None:
     """mpi4py.futures with initargs: the workers are this job's other ranks."""
     from mpi4py.futures import MPICommExecutor
@@ -122,8 +150,9 @@ def memory_part(comm, nbytes: int) -> list[dict[str, Any]] | None:
     table = np.arange(nbytes // 8, dtype=np.float64) if rank == 0 else None
     expected = float(table.sum()) if table is not None else 0.0
     farm = _farm_row(comm, pids, table, expected)
+    executors = _executor_rows(comm, pids, table, expected)
     futures = _futures_row(comm, pids, table, expected)
-    rows = [row for row in (farm, futures) if row is not None]
+    rows = [row for row in (farm, *executors, futures) if row is not None]
     poll.barrier(comm)
     if rank == 0:
         assert table is not None

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..farm import FarmStats
 from ..farm.service import FarmBroken, Service, start
+from . import _hosted
 
 __all__ = ["FarmBroken", "FarmExecutor", "Service", "start"]
 
@@ -59,6 +60,18 @@ class FarmExecutor(Executor):
         initializer: Called as ``initializer(*initargs)`` on each computing
             rank before its first task.
         initargs: Arguments for ``initializer``.
+        memory_limit: Bytes (or ``"512M"``, ``"2G"``) of private memory a
+            worker may hold while it runs a task; a task past it fails with
+            ``MemoryError`` naming the limit (see ``ringmpi.farm.Farm``).
+        shared: Read-only data for the tasks, read on the root: its numpy
+            arrays once per node in shared memory, reached in tasks with
+            ``ringmpi.farm.shared()`` until the executor shuts down (as
+            ``farm_map``'s ``shared``).
+
+    Under ``python -m ringmpi.run script.py`` the script runs on rank 0 alone
+    and creates the executor there (no ``comm``, no ``if ex is not None``):
+    the other ranks serve it, and it may also be used without ``with`` as
+    any ``concurrent.futures`` executor, starting at its first task.
     """
 
     def __init__(
@@ -71,6 +84,8 @@ class FarmExecutor(Executor):
         fault_tolerant: bool = False,
         initializer: Callable[..., Any] | None = None,
         initargs: Sequence[Any] = (),
+        memory_limit: int | str | None = None,
+        shared: Any = None,
     ):
         self._comm = comm
         self._root = root
@@ -80,19 +95,30 @@ class FarmExecutor(Executor):
             "fault_tolerant": fault_tolerant,
             "initializer": initializer,
             "initargs": initargs,
+            "memory_limit": memory_limit,
+            "shared": shared,
         }
         self._service: Service | None = None
         self._entered = False
+        self._hosted = _hosted.current() if _hosted.is_world(comm) else None
+        if self._hosted is not None and root != self._hosted.root:
+            raise ValueError(
+                f"under ringmpi.run the script runs on rank 0, so root must be 0, not {root}"
+            )
 
     def __enter__(self) -> FarmExecutor | None:  # type: ignore[override]
         if self._entered:
             raise RuntimeError("a FarmExecutor can be entered only once")
         self._entered = True
+        if self._hosted is not None:
+            self._hosted.begin(self._options)
         service, serve = start(self._comm, self._root, **self._options)
         if serve is not None:
             serve()
             return None
         self._service = service
+        if self._hosted is not None and service is not None:
+            self._hosted.started(service, self.shutdown)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -114,6 +140,8 @@ class FarmExecutor(Executor):
         return self._running().workers
 
     def _running(self) -> Service:
+        if self._service is None and self._hosted is not None and not self._entered:
+            self.__enter__()  # a script's executor starts at its first task
         if self._service is None:
             raise RuntimeError("use the executor inside 'with FarmExecutor(...) as ex:'")
         return self._service

@@ -32,6 +32,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..farm.service import Service, start
+from . import _hosted
 from ._executor import PULLED, _completed, _ordered, windowed
 
 
@@ -140,6 +141,13 @@ class FarmPool:
         cores: Cores per node (default ``RINGMPI_CORES`` or detected).
         task_timeout: Seconds one task may run.
         fault_tolerant: Under ULFM, rerun a lost worker's tasks elsewhere.
+        memory_limit: Bytes (or ``"512M"``, ``"2G"``) of private memory a
+            worker may hold while it runs a task (see ``FarmExecutor``).
+        shared: Read-only data for the tasks, read on the root, reached with
+            ``ringmpi.farm.shared()`` until the pool is closed (see ``FarmExecutor``).
+
+    Under ``python -m ringmpi.run script.py`` the script creates the pool on
+    rank 0 alone, as with ``multiprocessing.Pool``; the other ranks serve it.
     """
 
     def __init__(
@@ -152,12 +160,27 @@ class FarmPool:
         cores: int | None = None,
         task_timeout: float | None = None,
         fault_tolerant: bool = False,
+        memory_limit: int | str | None = None,
+        shared: Any = None,
     ):
+        hosted = _hosted.current() if _hosted.is_world(comm) else None
+        if hosted is not None:
+            if root != hosted.root:
+                raise ValueError(
+                    f"under ringmpi.run the script runs on rank 0, so root must be 0, not {root}"
+                )
+            hosted.begin(
+                {"task_timeout": task_timeout, "memory_limit": memory_limit,
+                 "fault_tolerant": fault_tolerant}
+            )  # fmt: skip
         self._service, self._serve = start(
             comm, root, cores=cores, task_timeout=task_timeout,
             fault_tolerant=fault_tolerant, initializer=initializer, initargs=initargs,
+            memory_limit=memory_limit, shared=shared,
         )  # fmt: skip
         self._closed = False
+        if hosted is not None and self._service is not None:
+            hosted.started(self._service, self.terminate)
         if self._service is not None:
             # A root that forgets to close the pool must not leave the
             # workers waiting forever when it exits.

@@ -22,7 +22,7 @@ from ..base import config, mpilib, poll
 from ..base.errors import RingmpiError, mark_degraded
 from ..journal import Identity, Journal, JournalError
 from . import _leftovers as leftovers
-from . import _shared, _stop
+from . import _memory, _shared, _stop
 from ._engine import Engine, IterSource, ListSource
 from ._ft import leave
 from ._options import check_or_defer
@@ -38,8 +38,8 @@ from ._outcome import (
     check_not_in_task,
     short_repr,
 )
-from ._plan import balance, make_chunks, node_cores, plan_workers
-from ._start import Unusable, check_setup, join_telling, start
+from ._plan import balance, computing, make_chunks, plan_workers, rank_facts
+from ._start import Unusable, check_setup, join_telling, refuse_if_hosted, start
 from ._static import run_static
 from ._stop import FarmStopped, Stop
 from ._trace import Tracer, clock_offsets
@@ -111,6 +111,11 @@ class Farm:
             lists and tuples) in one shared-memory copy per node. Tasks get
             it with ``ringmpi.farm.shared()``, the arrays as read-only views
             valid while the farm runs.
+        memory_limit: Bytes (or ``"512M"``, ``"2G"``) of private memory a
+            worker may hold while it runs a task (see :mod:`._memory`; Linux
+            only): a task that allocates past it fails alone with
+            ``MemoryError``, naming the limit. With a limit, the root
+            computes only when it is the only rank.
 
     Raises:
         FarmUsageError: A bad option (a ``ValueError``); raised alike on
@@ -142,6 +147,7 @@ class Farm:
         retries: int = 0,
         grace: float | None = None,
         shared: Any = None,
+        memory_limit: int | str | None = None,
         **unknown: Any,
     ):
         #: A bad option: raised on every rank once the farm has started.
@@ -153,6 +159,11 @@ class Farm:
             fault_tolerant=fault_tolerant, task_timeout=task_timeout, chunksize=chunksize,
             retries=retries, resume=resume, grace=grace, cores=cores,
         )  # fmt: skip
+        try:
+            self.memory_limit = _memory.check_limit(memory_limit)
+        except ValueError as exc:
+            self.memory_limit = None
+            self._problem = self._problem or str(exc)
         if join_timeout is None:
             join_timeout = config.join_timeout()
         self.join_timeout = join_timeout or None
@@ -258,6 +269,7 @@ class Farm:
         from mpi4py import MPI
 
         begin = time.perf_counter()
+        refuse_if_hosted(self.comm)
         # A private communicator keeps the farm's messages apart from the
         # caller's, and lets fault tolerance change only its error handler.
         comm, told = join_telling(self.comm, self.root, self.join_timeout, self._problem)
@@ -276,6 +288,10 @@ class Farm:
                 if self.shared is not None:
                     plan = _shared.Plan(self.shared)
                     problem = problem or plan.problem()
+                assert layout is not None
+                problem = problem or _memory.room_problem(
+                    self.memory_limit, computing(layout, self.root)
+                )
             trace = start(comm, self.root, problem, self.trace)
             assert not isinstance(tasks, Unusable)  # start() raised
             offsets = clock_offsets(comm, self.root) if trace else None
@@ -310,12 +326,12 @@ class Farm:
             if not self.stats.lost:
                 comm.Free()
 
-    def _gather_layout(self, comm, ft: bool) -> list[tuple[str, int]] | None:
+    def _gather_layout(self, comm, ft: bool) -> list[tuple[str, int, int | None]] | None:
         """Gather each rank's host and node cores on the root."""
         from mpi4py import MPI
 
         try:
-            return comm.gather((self.host, node_cores(comm)), root=self.root)
+            return comm.gather(rank_facts(comm), root=self.root)
         except MPI.Exception as exc:
             if not ft:
                 raise
@@ -358,7 +374,7 @@ class Farm:
         if root_computes:
             stats.workers.insert(0, WorkerStats(self.root, self.host))
         assert callable(self.fn)  # see check_setup
-        setup: Setup = (self.fn, self.initializer, self.initargs)
+        setup: Setup = (_memory.wrap(self.fn, self.memory_limit), self.initializer, self.initargs)
         tracer = None
         if offsets is not None:
             origin = time.perf_counter() - start  # seconds of start-up already past
@@ -382,14 +398,15 @@ class Farm:
 
     def _plan_ranks(self, layout, ft: bool) -> tuple[list[str], Ranks]:
         """Return the hosts, and which ranks compute, from each rank's host and cores."""
-        hosts = [host for host, _ in layout]
+        hosts = [host for host, *_ in layout]
         try:
             override = self.cores or config.cores()
         except ValueError as exc:
             raise RingmpiError(str(exc)) from None
-        cores = [override or node for _, node in layout]
+        cores = [override or node for _, node, *_ in layout]
         active, idle, root_computes = plan_workers(hosts, cores, self.root)
-        root_computes = root_computes or not active
+        # Under a memory limit the root holds the results, not tasks.
+        root_computes = (root_computes and self.memory_limit is None) or not active
         if self.fault_tolerant and not ft:
             log.warning(
                 "fault tolerance is not active (%s): a lost worker will end the job",

@@ -1,14 +1,16 @@
 """Planning a farm: which ranks compute, and how tasks are cut into chunks.
 
-Pure functions, apart from :func:`node_cores`, which asks the node's ranks.
+Pure functions, apart from :func:`node_cores` and :func:`rank_facts`, which ask the node's ranks.
 """
 
 from __future__ import annotations
 
 import math
+import socket
 from collections.abc import Sequence
 
 from ..base.limits import usable_cpus
+from ..base.memory import held
 
 
 def make_chunks(
@@ -124,3 +126,21 @@ def node_cores(comm) -> int:
     finally:
         node.Free()
     return max(1, len(cpus))
+
+
+#: What each rank tells the root as a farm starts: host, cores of its node,
+#: private memory it holds (None where unknown).
+Facts = tuple[str, int, "int | None"]
+
+
+def rank_facts(comm) -> Facts:
+    """This rank's :data:`Facts`; collective over ``comm`` (its node's cores)."""
+    return socket.gethostname(), node_cores(comm), held()
+
+
+def computing(layout: Sequence[Facts], root: int = 0) -> list[tuple[int, int | None]]:
+    """``(rank, bytes held)`` of the ranks that may compute: all but the root,
+    or the root when it is alone."""
+    return [
+        (rank, facts[2]) for rank, facts in enumerate(layout) if rank != root or len(layout) == 1
+    ]

@@ -45,6 +45,23 @@ class FarmUsageError(RingmpiError, ValueError):
     collective = True
 
 
+#: True on the root while ``python -m ringmpi.run`` runs a script there: the
+#: other ranks of ``COMM_WORLD`` wait for its executors and pools, not farms.
+hosted = [False]
+
+
+def refuse_if_hosted(user) -> None:
+    """Raise ``FarmUsageError`` for a farm over ``COMM_WORLD`` in a hosted script."""
+    from mpi4py import MPI
+
+    if hosted[0] and user == MPI.COMM_WORLD:
+        raise FarmUsageError(
+            "under ringmpi.run the script runs on rank 0 alone, so a farm over COMM_WORLD "
+            "would wait for ranks that never call it: use FarmExecutor or FarmPool "
+            "(their map does what farm_map does)"
+        )
+
+
 def join(user, root: int, timeout: float | None):
     """Return a private duplicate of ``user`` once every rank has joined.
 

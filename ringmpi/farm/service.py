@@ -11,6 +11,7 @@ function that serves tasks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -25,10 +26,12 @@ from typing import Any
 from ..base import config, mpilib, poll
 from ..base.errors import RingmpiError
 from . import _leftovers as leftovers
+from . import _memory, _shared
+from . import _start as _starting
 from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
 from ._outcome import FarmStats, Outcome, TaskError, WorkerStats, check_not_in_task
-from ._plan import node_cores, plan_workers
+from ._plan import computing, plan_workers, rank_facts
 from ._start import join
 from ._worker import Setup, serve_dynamic
 
@@ -188,17 +191,23 @@ class Service:
     Created on the root by :func:`start`; see there for the arguments.
     """
 
-    def __init__(self, comm, root: int, layout, options: dict[str, Any]):
+    def __init__(
+        self, comm, root: int, layout, options: dict[str, Any], attached: contextlib.ExitStack
+    ):
         from mpi4py import MPI
 
         self.comm = comm
+        #: the shared data's window, freed once the workers are released
+        self._attached = attached
+        self.memory_limit = options["memory_limit"]
         self.root = root
         self.ft = options["ft"]
         self.host = socket.gethostname()
         active, idle, root_computes = self._plan(layout, options)
         #: How many ranks compute tasks (the root included when it does).
         self.workers = len(active) + int(root_computes)
-        setup: Setup = (apply, options["initializer"], tuple(options["initargs"]))
+        limited = _memory.wrap(apply, self.memory_limit)
+        setup: Setup = (limited, options["initializer"], tuple(options["initargs"]))
         self._woken = threading.Event()
         self._backoff = poll.Backoff(sleep=self._nap, growth=GROWTH)
         self.futures = Futures(self._woken.set)
@@ -232,14 +241,15 @@ class Service:
 
     def _plan(self, layout, options: dict[str, Any]) -> tuple[list[int], list[int], bool]:
         """Decide which ranks compute; set ``stats``; return ``(active, idle, root_computes)``."""
-        hosts = [host for host, _ in layout]
+        hosts = [host for host, *_ in layout]
         try:
             override = options["cores"] or config.cores()
         except ValueError as exc:
             raise RingmpiError(str(exc)) from None
-        cores = [override or node for _, node in layout]
+        cores = [override or node for _, node, *_ in layout]
         active, idle, root_computes = plan_workers(hosts, cores, self.root)
-        root_computes = root_computes or not active
+        # Under a memory limit the root holds the results, not tasks.
+        root_computes = (root_computes and self.memory_limit is None) or not active
         self.stats = FarmStats(idle_ranks=idle, root_computes=root_computes, hosts=hosts)
         self.stats.workers = [WorkerStats(r, hosts[r]) for r in active]
         if root_computes:
@@ -257,6 +267,7 @@ class Service:
                 self.futures.resolve(outcomes)
                 self.stats.elapsed = time.perf_counter() - self._begin
             engine.drain()
+            self._attached.close()
             leave(self.comm, self.ft, failed=bool(self.stats.lost))
             if not self.stats.lost:
                 self.comm.Free()
@@ -292,6 +303,23 @@ class Service:
             self._thread.join(0.5)
 
 
+def check_options(task_timeout: float | None, memory_limit: int | str | None) -> int | None:
+    """Check what :func:`start` would refuse; return the memory limit in bytes.
+
+    Raises:
+        ValueError: A bad option.
+    """
+    if task_timeout is not None and not task_timeout > 0:
+        raise ValueError(f"task_timeout must be positive, not {task_timeout}")
+    return _memory.check_limit(memory_limit)
+
+
+def set_hosted(on: bool) -> None:
+    """Say that a script under ``python -m ringmpi.run`` runs on this rank, the
+    root: farms over ``COMM_WORLD`` are then refused at once."""
+    _starting.hosted[0] = on
+
+
 def start(
     comm,
     root: int,
@@ -301,18 +329,27 @@ def start(
     fault_tolerant: bool = False,
     initializer: Callable[..., Any] | None = None,
     initargs: Sequence[Any] = (),
+    memory_limit: int | str | None = None,
+    shared: Any = None,
 ):
     """Start the farm behind an executor or a pool; collective over ``comm``.
+
+    ``memory_limit`` and ``shared`` are as for :class:`ringmpi.farm.Farm`
+    (``shared`` is read on the root only).
 
     Returns:
         ``(service, None)`` on the root, ``(None, serve)`` elsewhere, where
         ``serve()`` serves tasks until the root shuts down.
+
+    Raises:
+        ValueError: A bad option.
+        FarmUsageError: On every rank alike, when the root finds the shared
+            data unusable or the memory limit too low for the workers.
     """
     from mpi4py import MPI
 
     mpilib.check_ready()
-    if task_timeout is not None and not task_timeout > 0:
-        raise ValueError(f"task_timeout must be positive, not {task_timeout}")
+    limit = check_options(task_timeout, memory_limit)
     if comm is None:
         comm = MPI.COMM_WORLD
     check_not_in_task(comm)
@@ -323,12 +360,29 @@ def start(
             mpilib.fault_tolerance_hint(),
         )
     private = _join(comm, root, ft)
-    layout = private.gather((socket.gethostname(), node_cores(private)), root=root)
-    if private.Get_rank() != root:
+    is_root = private.Get_rank() == root
+    attached = contextlib.ExitStack()
+    try:
+        layout = private.gather(rank_facts(private), root=root)
+        problem = plan = None
+        if is_root:
+            problem = _memory.room_problem(limit, computing(layout, root))
+            if shared is not None:
+                plan = _shared.Plan(shared)
+                problem = problem or plan.problem()
+        # Told to every rank, which raises it alike.
+        _starting.start(private, root, problem)
+        attached.enter_context(_shared.attach(private, root, plan))
+    except BaseException:
+        attached.close()
+        private.Free()
+        raise
+    if not is_root:
 
         def serve() -> None:
             running = leftovers.snapshot()
-            serve_dynamic(private, root)
+            with attached:
+                serve_dynamic(private, root)
             # Ranks that are done wait longer between polls: nothing is urgent.
             leave(private, ft, False, poll.Backoff(cap=max(config.poll_max_sleep(), 5e-3)))
             where = f"{private.Get_rank()}@{socket.gethostname()}"
@@ -344,8 +398,9 @@ def start(
         "ft": ft,
         "initializer": initializer,
         "initargs": initargs,
+        "memory_limit": limit,
     }
-    return Service(private, root, layout, options), None
+    return Service(private, root, layout, options, attached), None
 
 
 def _join(comm, root: int, ft: bool):

@@ -14,7 +14,7 @@ from .. import __version__
 from .. import fib as fibmod
 from ..base.errors import TooLarge, UsageError, parse_int, quoted, shown
 from ..farm import timeline as trace
-from ..harness import ArgumentParser, arg_type, int_arg, plural, positive_float
+from ..harness import ArgumentParser, arg_type, int_arg, memory_size, plural, positive_float
 from . import _report as fibreport
 
 PROG = "python -m ringmpi.fibfarm"
@@ -162,6 +162,14 @@ def _add_run_options(parser) -> None:
         default=None,
         metavar="SECONDS",
         help="abort when one task runs longer than this",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=memory_size,
+        default=None,
+        metavar="SIZE",
+        help="fail a task whose worker holds more than SIZE (512M, 2G) of private memory "
+        "while it runs (Linux)",
     )
     parser.add_argument(
         "--fault-tolerant",

@@ -55,6 +55,7 @@ def run(
     force_resume: bool = False,
     retries: int = 0,
     grace: float | None = None,
+    memory_limit: int | None = None,
 ) -> tuple[list[int], FarmStats] | None:
     """Run the farm of ``fib`` over ``tasks``; collective.
 
@@ -68,7 +69,7 @@ def run(
         fault_tolerant: Survive lost workers under ULFM.
         progress: Called on the root as ``progress(done, total)``.
         trace: Record one span per farm item in ``stats.trace``.
-        journal, resume, force_resume, retries, grace: As for ``Farm``.
+        journal, resume, force_resume, retries, grace, memory_limit: As for ``Farm``.
 
     Returns:
         On the root ``(results, stats)`` with one exact int per task, else None.
@@ -89,6 +90,7 @@ def run(
         force_resume=force_resume,
         retries=retries,
         grace=grace,
+        memory_limit=memory_limit,
     )
     values = _mapped(farm, items, tasks)
     if values is None or tasks is None or items is None:
@@ -148,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             force_resume=args.force_resume,
             retries=args.retries,
             grace=args.grace,
+            memory_limit=args.memory_limit,
         )
     if outcome is None:
         return 0

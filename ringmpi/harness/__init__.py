@@ -17,7 +17,15 @@ from ..base.errors import (
     RingmpiError,
     UsageError,
 )
-from ._args import ArgumentParser, arg_type, int_arg, plural, positive_float, script_name
+from ._args import (
+    ArgumentParser,
+    arg_type,
+    int_arg,
+    memory_size,
+    plural,
+    positive_float,
+    script_name,
+)
 from ._harness import (
     Watchdog,
     fill_closed_std_fds,
@@ -55,6 +63,7 @@ __all__ = [
     "int_arg",
     "launch",
     "launcher_rank",
+    "memory_size",
     "plural",
     "positive_float",
     "print_result",

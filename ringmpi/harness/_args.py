@@ -14,6 +14,7 @@ import sys
 from typing import Any, Callable, NoReturn, TypeVar
 
 from ..base.errors import TooLarge, UsageError, parse_int, quoted, shown
+from ..base.memory import parse_size
 from ._launcher import launcher_rank
 
 T = TypeVar("T")
@@ -132,6 +133,9 @@ def _positive_float(text: str) -> float:
 
 #: An argparse ``type``: seconds, from a millisecond to a year.
 positive_float = arg_type(_positive_float)
+
+#: An argparse ``type``: a size in bytes, ``512M``, ``2G``.
+memory_size = arg_type(parse_size)
 
 
 def plural(count: int, word: str) -> str:

@@ -326,3 +326,35 @@ def test_time_limit_then_resume_in_a_second_sbatch(slurm_cluster) -> None:
         print(f"time limit then resume: first job kept {kept} of 2100, attempts {match.group(1)}")
     finally:
         slurm_cluster.exec("head", "rm", "-rf", where, user="root")
+
+
+def test_srun_pmix_runs_a_plain_script_across_nodes(slurm_cluster) -> None:
+    """python -m ringmpi.run under srun --mpi=pmix: the script once on rank 0,
+    the serial result, and the script's exit status as the step's."""
+    import json
+
+    where = f"/cluster/run-{uuid.uuid4().hex}"
+    made = slurm_cluster.exec("head", "install", "-d", "-o", "mpi", "-g", "mpi", where, user="root")
+    assert made.returncode == 0, made.stderr
+    copied = subprocess.run(
+        ["docker", "cp", str(ROOT / "tests" / "programs" / "plain_script.py"),
+         f"{slurm_cluster.container('head')}:{where}/plain_script.py"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    script, out = f"{where}/plain_script.py", f"{where}/runs"
+    done = slurm_cluster.cluster(
+        "srun", "--timeout", "120", "--", "--mpi=pmix", "-N", "3", "-n", "4",
+        "python", "-m", "ringmpi.run", script, out, "exit=3",
+    )  # fmt: skip
+    assert done.returncode == 3, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, done.stdout + done.stderr
+    assert json.loads(lines[0]) == {
+        "squares": [x * x for x in range(50)],
+        "points": [x + 0.5 for x in range(10)],
+    }
+    runs = slurm_cluster.exec("head", "cat", out).stdout.splitlines()
+    assert len(runs) == 1, runs
+    imported = slurm_cluster.exec("head", "cat", out + ".imported").stdout.split()
+    assert imported.count("__worker__") == 3 and imported.count("__main__") == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ringmpi.farm import FarmError, farm_map, shared
+from ringmpi.farm import FarmError, TaskError, farm_map, shared
 from ringmpi.farm._wire import OOB_MIN
 
 pytestmark = pytest.mark.mpi
@@ -193,3 +193,148 @@ def test_results_kept_are_never_written_over_by_later_ones(comm, collectively):
         if comm.Get_rank() == 0:
             assert sorted(kept) == list(range(0, 12, 2))
             assert all(int(v.min()) == int(v.max()) == i for i, v in kept.items())
+
+
+# --- memory limits ---------------------------------------------------------------
+
+#: A limit far above what a rank holds, and a task that asks for more than it.
+LIMIT = "400M"
+GREEDY = 3
+
+
+def greedy(i):
+    """Task ``GREEDY`` asks for 600 MiB (refused before a page is touched)."""
+    from mpi4py import MPI
+
+    size = 600 << 20 if i == GREEDY else 1 << 20
+    return MPI.COMM_WORLD.Get_rank(), float(np.ones(size // 8).sum())
+
+
+def check_greedy_outcomes(results, comm):
+    """39 tasks succeed; the greedy one failed alone, named; with workers,
+    none ran on the root (its limit would bind what it holds)."""
+    from mpi4py import MPI
+
+    failed = [(i, r) for i, r in enumerate(results) if isinstance(r, TaskError)]
+    assert [i for i, _ in failed] == [GREEDY]
+    error = failed[0][1]
+    assert "MemoryError: past the memory limit of 400 MiB" in str(error)
+    assert str(error).startswith(f"task {GREEDY} ({GREEDY}) failed on rank ")
+    ok = [r for r in results if not isinstance(r, TaskError)]
+    assert len(ok) == 39 and all(total == float((1 << 20) // 8) for _, total in ok)
+    if comm.Get_size() > 1:
+        assert error.rank != comm.Get_rank()
+        assert MPI.COMM_WORLD.Get_rank() not in {rank for rank, _ in ok}
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_a_task_past_the_memory_limit_fails_alone(comm, collectively, schedule):
+    with collectively:
+        results = farm_map(
+            comm, greedy, range(40), schedule=schedule, memory_limit=LIMIT, errors="collect"
+        )
+        if comm.Get_rank() == 0:
+            check_greedy_outcomes(results, comm)
+            # The limit was lifted after each task: the root allocates freely.
+            assert np.ones((600 << 20) // 8, dtype=np.uint8).nbytes
+
+
+def test_the_memory_limit_fails_a_raising_farm_with_one_named_error(comm, collectively):
+    with collectively:
+        if comm.Get_rank() == 0:
+            with pytest.raises(FarmError, match="past the memory limit of 400 MiB"):
+                farm_map(comm, greedy, range(40), memory_limit=400 << 20)
+        else:
+            farm_map(comm, greedy, None, memory_limit=400 << 20)
+
+
+@pytest.mark.parametrize("limit", ["10M", "lots", "-1G", 0])
+def test_a_memory_limit_without_room_or_sense_is_refused_on_every_rank(comm, collectively, limit):
+    from ringmpi.farm import FarmUsageError
+
+    with collectively:
+        with pytest.raises(FarmUsageError) as caught:
+            farm_map(comm, greedy, range(4), memory_limit=limit)
+        if limit == "10M":
+            assert "memory limit of 10 MiB leaves no room for a task" in str(caught.value)
+            assert "give at least" in str(caught.value)
+        else:
+            assert "memory_limit" in str(caught.value)
+
+
+# --- shared data and memory limits in the executor and the pool -------------------
+
+
+def in_window(_task):
+    """Whether the task's shared table lies in a shared-memory window, and which."""
+    table = shared()["table"]
+    address = table.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, *rest = line.split()
+            low, high = (int(x, 16) for x in span.split("-"))
+            if low <= address < high:
+                return rest[-1] if "osc_sm" in line or "/dev/shm" in line else None
+    return None
+
+
+def test_the_executor_and_the_pool_share_as_farm_map_does(comm, collectively):
+    from ringmpi import FarmExecutor, FarmPool
+
+    size = comm.Get_size()
+    with collectively:
+        data = make_shared() if comm.Get_rank() == 0 else None
+        reference = farm_map(comm, look, range(4 * size), shared=data, cores=size, chunksize=1)
+        if reference is not None:  # what each task saw, whichever rank ran it
+            reference = [seen[1:] for seen in reference]
+        with FarmExecutor(comm, shared=data, cores=size) as ex:
+            if ex is not None:
+                assert [seen[1:] for seen in ex.map(look, range(4 * size))] == reference
+                # One copy per node: every task reads the same window (one
+                # rank alone may keep it in its own memory).
+                windows = set(ex.map(in_window, range(4 * size)))
+                assert len(windows) == 1, windows
+                assert size == 1 or None not in windows, windows
+        assert osc_maps() == 0  # freed once the executor is done
+        pool = FarmPool(comm, shared=data, cores=size)
+        if pool.is_master():
+            seen = pool.map(look, range(4 * size), chunksize=1)
+            assert [one[1:] for one in seen] == reference
+            pool.close()
+            pool.join()
+        else:
+            pool.wait()
+        assert osc_maps() == 0
+
+
+def test_the_executor_and_the_pool_refuse_unpicklable_shared_data_on_every_rank(comm, collectively):
+    from ringmpi import FarmExecutor, FarmPool
+    from ringmpi.farm import FarmUsageError
+
+    with collectively:
+        data = {"f": lambda: 1} if comm.Get_rank() == 0 else None
+        refused = pytest.raises(FarmUsageError, match="shared data cannot be sent")
+        with refused, FarmExecutor(comm, shared=data):
+            pass
+        with pytest.raises(FarmUsageError, match="shared data cannot be sent"):
+            FarmPool(comm, shared=data)
+
+
+def test_the_executor_and_the_pool_hold_tasks_to_the_memory_limit(comm, collectively):
+    from ringmpi import FarmExecutor, FarmPool
+
+    with collectively:
+        with FarmExecutor(comm, memory_limit=LIMIT) as ex:
+            if ex is not None:
+                futures = [ex.submit(greedy, i) for i in range(40)]
+                failed = [i for i, f in enumerate(futures) if f.exception() is not None]
+                assert failed == [GREEDY]
+                error = futures[GREEDY].exception()
+                assert isinstance(error, MemoryError)
+                assert "past the memory limit of 400 MiB" in str(error)
+                assert len({f.result() for i, f in enumerate(futures) if i != GREEDY}) >= 1
+        with FarmPool(comm, memory_limit=LIMIT) as pool:
+            if pool is not None:
+                with pytest.raises(MemoryError, match="past the memory limit of 400 MiB"):
+                    pool.map(greedy, range(40))
+                assert len(pool.map(greedy, [i for i in range(40) if i != GREEDY])) == 39
