@@ -24,25 +24,25 @@ PROGRAMS = (
 def ring() -> int:
     """The ``ringmpi-ring`` console script."""
     from .harness import launch
-    from .ring import main
+    from .ring import build_parser, main
 
-    return launch(main)
+    return launch(main, parser=build_parser)
 
 
 def fibfarm() -> int:
-    """The ``ringmpi-fibfarm`` console script."""
-    from .fibfarm import main
-    from .harness import launch
+    """The ``ringmpi-fibfarm`` console script (``--status`` without MPI, as
+    ``python -m ringmpi.fibfarm``)."""
+    from .fibfarm import cli
 
-    return launch(main)
+    return cli()
 
 
 def bench() -> int:
     """The ``ringmpi-bench`` console script."""
-    from .bench import main
+    from .bench import build_parser, main
     from .harness import launch
 
-    return launch(main)
+    return launch(main, parser=build_parser)
 
 
 def _mpiexec() -> str | None:

@@ -13,7 +13,7 @@ import mpirun
 import pytest
 
 import ringmpi
-from ringmpi import cli
+from ringmpi import cli, fib
 
 ROOT = mpirun.ROOT
 BIN = Path(sys.executable).parent
@@ -146,3 +146,76 @@ def test_no_mpi_library_console_script_and_listing(pyrun):
         line.startswith("MPI library: none: mpi4py found no MPI library")
         for line in listing.stdout_lines
     ), listing.describe()
+
+
+# What a program says about itself needs no MPI: --help, --version, and
+# fibfarm's --journal PATH --status. mpi4py.MPI is made unimportable (beside
+# a library path that does not exist), so any import of it fails the run.
+BLOCK_MPI = """\
+import sys
+
+class _NoMPI:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mpi4py.MPI":
+            raise ImportError("mpi4py.MPI imported")
+        return None
+
+sys.meta_path.insert(0, _NoMPI())
+"""
+
+
+@pytest.fixture(scope="module")
+def no_mpi_env(tmp_path_factory):
+    site = tmp_path_factory.mktemp("no-mpi")
+    (site / "sitecustomize.py").write_text(BLOCK_MPI)
+    return {**NO_MPI, "PYTHONPATH": str(site)}
+
+
+def _four_task_journal(path):
+    from ringmpi.journal import Identity, Journal
+    from ringmpi.journal import _file as journalfile
+
+    journal = Journal.open(path, Identity.of(fib.fib, [20, 21, 22, 23]), resume=False)
+    journal.record([(i, i, None, repr(i), 1.0) for i in range(4)], 1, "host", 0.0)
+    journal.close()
+    journalfile.wait_closed(path)
+
+
+@pytest.mark.parametrize("script", SCRIPTS[1:])
+@pytest.mark.parametrize("words", [["--help"], ["--version"], ["--hel"]])
+def test_help_and_version_need_no_mpi(no_mpi_env, script, words):
+    sub = ["fib"] if script == "ringmpi-bench" and words != ["--version"] else []
+    command = [str(BIN / script), *sub, *words]
+    result = mpirun.Process(command, env=no_mpi_env, timeout=60).wait().check(0)
+    assert result.stderr == "", result.describe()
+    if words == ["--version"]:
+        assert result.stdout == f"{script} {ringmpi.__version__}\n", result.describe()
+    else:
+        assert result.stdout.startswith(f"usage: {script}"), result.describe()
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_python_m_help_needs_no_mpi(pyrun, no_mpi_env, program):
+    result = pyrun("-m", program, "--help", env=no_mpi_env, timeout=60).check(0)
+    assert result.stdout.startswith(f"usage: python -m {program}"), result.describe()
+
+
+def test_bad_usage_beside_help_is_one_line_without_mpi(no_mpi_env):
+    command = [str(BIN / "ringmpi-ring"), "--size", "lots", "--help"]
+    result = mpirun.Process(command, env=no_mpi_env, timeout=60).wait()
+    assert result.returncode == 2, result.describe()
+    [line] = result.stderr_lines
+    assert line.startswith("error: argument -s/--size: invalid size"), line
+
+
+@pytest.mark.parametrize(
+    "command", [["ringmpi-fibfarm"], [sys.executable, "-m", "ringmpi.fibfarm"]]
+)
+def test_journal_status_needs_no_mpi(no_mpi_env, tmp_path, command):
+    path = str(tmp_path / "run.db")
+    _four_task_journal(path)
+    if command == ["ringmpi-fibfarm"]:
+        command = [str(BIN / "ringmpi-fibfarm")]
+    result = mpirun.Process([*command, "--journal", path, "--status"], env=no_mpi_env).wait()
+    result.check(0)
+    assert "done 4, failed 0, missing 0 of 4 tasks" in result.stdout, result.describe()

@@ -199,4 +199,4 @@ def cli(argv: Sequence[str] | None = None) -> int:
         except RingmpiError as exc:
             sys.stderr.write(f"error: {exc}\n")
             return exc.exit_code or EXIT_FAILURE
-    return launch(main, words)
+    return launch(main, words, parser=build_parser)

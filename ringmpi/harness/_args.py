@@ -13,14 +13,18 @@ import sys
 from typing import Any, Callable, NoReturn, TypeVar
 
 from ..base.errors import UsageError
+from ._launcher import launcher_rank
 
 T = TypeVar("T")
 
 
 def _rank() -> int:
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
+    # --help and --version are answered before MPI starts (and where there is
+    # no MPI library): then the launcher's rank speaks, and MPI is not loaded.
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized():
+        return launcher_rank(os.environ)
+    return int(mpi.COMM_WORLD.Get_rank())
 
 
 class ArgumentParser(argparse.ArgumentParser):
