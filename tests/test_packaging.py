@@ -133,7 +133,8 @@ def test_no_mpi_library_is_one_error_line(pyrun, program):
     assert result.stdout == "", result.describe()
     [line] = result.stderr_lines
     assert line.startswith("error: mpi4py found no MPI library to load"), line
-    assert "pip install 'ringmpi[mpi]'" in line and "--no-binary mpi4py" in line, line
+    assert "pip install '.[mpi]' in a ringmpi checkout" in line, line
+    assert "--no-binary mpi4py" in line, line
 
 
 def test_no_mpi_library_console_script_and_listing(pyrun):

@@ -3,7 +3,8 @@
 Both read ``FarmStats.trace`` (run the farm with ``trace=True``). The JSON
 opens as it is in Perfetto (ui.perfetto.dev) and ``chrome://tracing``: one row
 per rank, named ``rank R@host``, one span per task. The chart needs
-matplotlib (``pip install 'ringmpi[plot]'``).
+matplotlib (``pip install matplotlib``, or ``pip install '.[plot]'`` in a
+ringmpi checkout).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from ._outcome import FarmStats, TaskSpan
 
-PLOT_HINT = "pip install 'ringmpi[plot]' (or matplotlib)"
+PLOT_HINT = "pip install matplotlib (or pip install '.[plot]' in a ringmpi checkout)"
 
 
 def have_matplotlib() -> bool:
@@ -114,7 +115,7 @@ def draw_timeline(
     ranks = len(stats.hosts) or 1 + max((s.rank for s in stats.trace), default=0)
     end = max([stats.elapsed, *(s.end for s in stats.trace)])
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * ranks))
-    colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
+    colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined,unused-ignore]
     for span in stats.trace:
         width = max(span.end - span.start, end * 1e-4)
         ax.broken_barh(
