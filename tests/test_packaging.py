@@ -60,7 +60,9 @@ def test_sdist_holds_what_the_tests_need(dists, tmp_path):
         else:
             tar.extractall(tmp_path)  # our own sdist, just built
     needed = _tree_files("tests") | _tree_files("ringmpi") | _tree_files("scripts")
-    needed |= {"LICENSE", "README.md", "BENCHMARKS.md", "pyproject.toml", "docker/Dockerfile"}
+    needed |= _tree_files("docs")  # the site's pages, its hook, the pictures
+    needed |= {"LICENSE", "README.md", "CHANGELOG.md", "CONTRIBUTING.md", "mkdocs.yml"}
+    needed |= {"pyproject.toml", "docker/Dockerfile", "ringmpi/py.typed"}
     assert needed <= names, sorted(needed - names)
     assert not [n for n in names if "__pycache__" in n or n.startswith((".venv", ".git/"))]
     # The tests run from the unpacked sdist (its tests/, this venv's ringmpi).
@@ -87,9 +89,15 @@ def test_wheel_holds_the_package_and_its_metadata(dists):
         entry_points = whl.read(info + "entry_points.txt").decode()
     package = {n for n in _tree_files("ringmpi") if n.endswith(".py")}
     assert package <= names, sorted(package - names)
+    assert "ringmpi/py.typed" in names  # PEP 561: the hints are for users' type checkers
     assert not [n for n in names if n.startswith("tests/")]
     assert metadata["Version"] == version
     assert metadata["License-Expression"] == "MIT"
+    classifiers = metadata.get_all("Classifier")
+    python = [c for c in classifiers if c.startswith("Programming Language :: Python :: 3.")]
+    assert python == [f"Programming Language :: Python :: 3.{m}" for m in range(9, 14)], python
+    assert any(c.startswith("Development Status ::") for c in classifiers), classifiers
+    assert metadata["Requires-Python"] == ">=3.9"
     assert metadata.get_all("License-File") == ["LICENSE"]
     assert info + "licenses/LICENSE" in names
     for script in SCRIPTS:
