@@ -87,6 +87,15 @@ SLOW_FILES: dict[str, set[str] | None] = {
     "test_ring_e2e.py": None,
     "cluster/test_cluster.py": None,
     "cluster/test_slurm.py": None,
+    # One quick run of each benchmark stays fast (fib's wording, the pool's
+    # table, the ring's table at 2 ranks, data, engine); their twins are slow.
+    "test_bench.py": {
+        "test_fib_quick_json",
+        "test_fib_quick_table_filtered",
+        "test_pool_quick_json",
+        "test_ring_quick_json",
+        "test_plot",
+    },
     "test_packaging.py": {
         "test_sdist_holds_what_the_tests_need",
         "test_wheel_holds_the_package_and_its_metadata",
