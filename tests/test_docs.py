@@ -55,7 +55,16 @@ FILE_NAME = re.compile(r"^#\s*([\w.-]+\.py)\s*$")
 DROPPED = ("VIRTUAL_ENV", "OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
 DROPPED_PREFIXES = ("PRTE_MCA_", "OMPI_MCA_", "PMIX_MCA_", "RINGMPI_", *mpirun._LAUNCHER_PREFIXES)
 COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "bench-results"
+    ".git",
+    ".venv",
+    ".venvs",
+    "site",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    "bench-results",
 )
 
 
