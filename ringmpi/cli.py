@@ -26,9 +26,9 @@ PROGRAMS = (
 def ring() -> int:
     """The ``ringmpi-ring`` console script."""
     from .harness import launch
-    from .ring import main
+    from .ring import build_parser, main
 
-    return launch(main)
+    return launch(main, parser=build_parser)
 
 
 def fibfarm() -> int:
@@ -40,10 +40,10 @@ def fibfarm() -> int:
 
 def bench() -> int:
     """The ``ringmpi-bench`` console script."""
-    from .bench import main
+    from .bench import build_parser, main
     from .harness import launch
 
-    return launch(main)
+    return launch(main, parser=build_parser)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -68,3 +68,91 @@ def pyrun():
     ``pyrun("-m", "ringmpi.ring", env={"PMI_SIZE": "2"}, timeout=20)``.
     """
     return _mpirun.run_python
+
+
+# --- the fast tier: python -m pytest -m "not slow" -----------------------------------
+#
+# The tests that take longest are marked ``slow`` here, in one place, from
+# measured durations (``--durations``); the rest still touch every module of
+# ringmpi. A file named with None is slow as a whole; otherwise the names of
+# its slow tests (without parameters), or of the parameters kept fast.
+SLOW_FILES: dict[str, set[str] | None] = {
+    "test_docs.py": {"test_examples_run_as_written"},
+    "test_farm_big.py": None,
+    "test_journal_e2e.py": None,
+    "test_engine_e2e.py": None,
+    "test_pool_e2e.py": None,
+    "test_harness_e2e.py": None,
+    "test_fibfarm_e2e.py": None,
+    "test_ring_e2e.py": None,
+    "cluster/test_cluster.py": None,
+    "cluster/test_slurm.py": None,
+    # One quick run of each benchmark stays fast (fib's wording, the pool's
+    # table, the ring's table at 2 ranks, data, engine); their twins are slow.
+    "test_bench.py": {
+        "test_fib_quick_json",
+        "test_fib_quick_table_filtered",
+        "test_pool_quick_json",
+        "test_ring_quick_json",
+        "test_plot",
+    },
+    # The catalogue's other cases: one of each kind stays fast (below).
+    "test_failures.py": {
+        "test_workers_do_not_spin_while_the_root_starts_late",
+        "test_a_half_read_imap_does_not_hold_the_next_farm",
+        "test_a_closed_pipe_after_status_ends_quietly",
+        "test_other_writes_that_fail_are_one_error_line",
+        "test_launcher_mismatch",
+    },
+    "test_packaging.py": {
+        "test_sdist_holds_what_the_tests_need",
+        "test_wheel_holds_the_package_and_its_metadata",
+    },
+}
+#: Single parameters of tests that are otherwise fast.
+SLOW_CASES = {
+    ("test_failures.py", "test_closing_imap_early_releases_every_rank", "close-early-grace"),
+    (
+        "test_failures.py",
+        "test_a_ring_message_larger_than_memory_is_refused_at_once",
+        "99999999999G",
+    ),
+    ("test_failures.py", "test_results_that_cannot_be_written_are_an_error", "2"),
+}
+#: The MPI suites in the fast tier, by world size.
+FAST_MPI_SIZES = {"1", "2"}
+#: The failure catalogue's cases in the fast tier: one of each kind.
+FAST_FAILURES = {
+    "ring-unknown-flag",
+    "fib-n-0",
+    "task-raises",
+    "worker-sigkill",
+    "pool-map-task-raises",
+    "uncaught-exception-one-rank",
+    "fibfarm-one-rank",
+    "misuse-root=7-n3",
+    "misuse-lambda-n1",
+}
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    path = Path(str(item.fspath)).resolve()
+    name = str(path.relative_to(Path(__file__).resolve().parent))
+    base = getattr(item, "originalname", item.name)
+    param = item.name[len(base) + 1 : -1] if item.name != base else ""
+    if name == "test_mpi_suites.py":
+        return param not in FAST_MPI_SIZES
+    if name == "test_failures.py" and base == "test_failure":
+        return param not in FAST_FAILURES
+    if (name, base, param) in SLOW_CASES:
+        return True
+    if name not in SLOW_FILES:
+        return False
+    names = SLOW_FILES[name]
+    return names is None or base in names
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)

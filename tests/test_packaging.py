@@ -13,7 +13,7 @@ import mpirun
 import pytest
 
 import ringmpi
-from ringmpi import cli
+from ringmpi import cli, fib
 
 ROOT = mpirun.ROOT
 BIN = Path(sys.executable).parent
@@ -60,7 +60,9 @@ def test_sdist_holds_what_the_tests_need(dists, tmp_path):
         else:
             tar.extractall(tmp_path)  # our own sdist, just built
     needed = _tree_files("tests") | _tree_files("ringmpi") | _tree_files("scripts")
-    needed |= {"LICENSE", "README.md", "BENCHMARKS.md", "pyproject.toml", "docker/Dockerfile"}
+    needed |= _tree_files("docs")  # the site's pages, its hook, the pictures
+    needed |= {"LICENSE", "README.md", "CHANGELOG.md", "CONTRIBUTING.md", "mkdocs.yml"}
+    needed |= {"pyproject.toml", "docker/Dockerfile", "ringmpi/py.typed"}
     assert needed <= names, sorted(needed - names)
     assert not [n for n in names if "__pycache__" in n or n.startswith((".venv", ".git/"))]
     # The tests run from the unpacked sdist (its tests/, this venv's ringmpi).
@@ -87,9 +89,15 @@ def test_wheel_holds_the_package_and_its_metadata(dists):
         entry_points = whl.read(info + "entry_points.txt").decode()
     package = {n for n in _tree_files("ringmpi") if n.endswith(".py")}
     assert package <= names, sorted(package - names)
+    assert "ringmpi/py.typed" in names  # PEP 561: the hints are for users' type checkers
     assert not [n for n in names if n.startswith("tests/")]
     assert metadata["Version"] == version
     assert metadata["License-Expression"] == "MIT"
+    classifiers = metadata.get_all("Classifier")
+    python = [c for c in classifiers if c.startswith("Programming Language :: Python :: 3.")]
+    assert python == [f"Programming Language :: Python :: 3.{m}" for m in range(9, 14)], python
+    assert any(c.startswith("Development Status ::") for c in classifiers), classifiers
+    assert metadata["Requires-Python"] == ">=3.9"
     assert metadata.get_all("License-File") == ["LICENSE"]
     assert info + "licenses/LICENSE" in names
     for script in SCRIPTS:
@@ -133,7 +141,8 @@ def test_no_mpi_library_is_one_error_line(pyrun, program):
     assert result.stdout == "", result.describe()
     [line] = result.stderr_lines
     assert line.startswith("error: mpi4py found no MPI library to load"), line
-    assert "pip install 'ringmpi[mpi]'" in line and "--no-binary mpi4py" in line, line
+    assert "pip install '.[mpi]' in a ringmpi checkout" in line, line
+    assert "--no-binary mpi4py" in line, line
 
 
 def test_no_mpi_library_console_script_and_listing(pyrun):
@@ -146,3 +155,76 @@ def test_no_mpi_library_console_script_and_listing(pyrun):
         line.startswith("MPI library: none: mpi4py found no MPI library")
         for line in listing.stdout_lines
     ), listing.describe()
+
+
+# What a program says about itself needs no MPI: --help, --version, and
+# fibfarm's --journal PATH --status. mpi4py.MPI is made unimportable (beside
+# a library path that does not exist), so any import of it fails the run.
+BLOCK_MPI = """\
+import sys
+
+class _NoMPI:
+    def find_spec(self, name, path=None, target=None):
+        if name == "mpi4py.MPI":
+            raise ImportError("mpi4py.MPI imported")
+        return None
+
+sys.meta_path.insert(0, _NoMPI())
+"""
+
+
+@pytest.fixture(scope="module")
+def no_mpi_env(tmp_path_factory):
+    site = tmp_path_factory.mktemp("no-mpi")
+    (site / "sitecustomize.py").write_text(BLOCK_MPI)
+    return {**NO_MPI, "PYTHONPATH": str(site)}
+
+
+def _four_task_journal(path):
+    from ringmpi.journal import Identity, Journal
+    from ringmpi.journal import _file as journalfile
+
+    journal = Journal.open(path, Identity.of(fib.fib, [20, 21, 22, 23]), resume=False)
+    journal.record([(i, i, None, repr(i), 1.0) for i in range(4)], 1, "host", 0.0)
+    journal.close()
+    journalfile.wait_closed(path)
+
+
+@pytest.mark.parametrize("script", SCRIPTS[1:])
+@pytest.mark.parametrize("words", [["--help"], ["--version"], ["--hel"]])
+def test_help_and_version_need_no_mpi(no_mpi_env, script, words):
+    sub = ["fib"] if script == "ringmpi-bench" and words != ["--version"] else []
+    command = [str(BIN / script), *sub, *words]
+    result = mpirun.Process(command, env=no_mpi_env, timeout=60).wait().check(0)
+    assert result.stderr == "", result.describe()
+    if words == ["--version"]:
+        assert result.stdout == f"{script} {ringmpi.__version__}\n", result.describe()
+    else:
+        assert result.stdout.startswith(f"usage: {script}"), result.describe()
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_python_m_help_needs_no_mpi(pyrun, no_mpi_env, program):
+    result = pyrun("-m", program, "--help", env=no_mpi_env, timeout=60).check(0)
+    assert result.stdout.startswith(f"usage: python -m {program}"), result.describe()
+
+
+def test_bad_usage_beside_help_is_one_line_without_mpi(no_mpi_env):
+    command = [str(BIN / "ringmpi-ring"), "--size", "lots", "--help"]
+    result = mpirun.Process(command, env=no_mpi_env, timeout=60).wait()
+    assert result.returncode == 2, result.describe()
+    [line] = result.stderr_lines
+    assert line.startswith("error: argument -s/--size: invalid size"), line
+
+
+@pytest.mark.parametrize(
+    "command", [["ringmpi-fibfarm"], [sys.executable, "-m", "ringmpi.fibfarm"]]
+)
+def test_journal_status_needs_no_mpi(no_mpi_env, tmp_path, command):
+    path = str(tmp_path / "run.db")
+    _four_task_journal(path)
+    if command == ["ringmpi-fibfarm"]:
+        command = [str(BIN / "ringmpi-fibfarm")]
+    result = mpirun.Process([*command, "--journal", path, "--status"], env=no_mpi_env).wait()
+    result.check(0)
+    assert "done 4, failed 0, missing 0 of 4 tasks" in result.stdout, result.describe()

@@ -48,11 +48,11 @@ def test_emcee_chain_equals_serial(mpirun, tmp_path):
 
 
 def readme_block(marker: str) -> str:
-    """The README's Python code block that contains ``marker``."""
-    text = (Path(__file__).parent.parent / "README.md").read_text()
+    """The Python code block of the executor and pool page that contains ``marker``."""
+    text = (Path(__file__).parent.parent / "docs" / "library" / "executor.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     found = [block for block in blocks if marker in block]
-    assert len(found) == 1, f"{len(found)} README blocks contain {marker!r}"
+    assert len(found) == 1, f"{len(found)} blocks of the page contain {marker!r}"
     return found[0]
 
 

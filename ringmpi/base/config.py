@@ -8,17 +8,18 @@ from collections.abc import Mapping
 
 from .errors import quoted
 
-#: Run even when the launcher and MPI disagree on the number of ranks.
+#: ``1``: run even when the launcher and MPI disagree on the number of ranks.
 SKIP_LAUNCHER_CHECK = "RINGMPI_SKIP_LAUNCHER_CHECK"
-#: Cores available to each node's workers, overriding detection.
+#: Cores available to each node's workers, overriding detection (default: detected).
 CORES = "RINGMPI_CORES"
-#: Longest sleep, in seconds, between polls while a rank waits for a message.
+#: Longest sleep, in seconds, between polls while a rank waits for a message
+#: (default 0.001).
 POLL_MAX_SLEEP = "RINGMPI_POLL_MAX_SLEEP"
 
-#: Seconds every rank of a farm may take to join it (0: for ever).
+#: Seconds every rank of a farm may take to join it (default 300; 0: for ever).
 JOIN_TIMEOUT = "RINGMPI_JOIN_TIMEOUT"
 
-#: Seconds a rank waits for MPI to start before giving up (0: for ever).
+#: Seconds a rank waits for MPI to start before giving up (default 60; 0: for ever).
 INIT_TIMEOUT = "RINGMPI_INIT_TIMEOUT"
 
 #: The longest wait one may ask for: a week.

@@ -9,8 +9,9 @@ import re
 from .errors import RingmpiError
 
 INSTALL_HINT = (
-    "install one: pip install 'ringmpi[mpi]' (Open MPI from PyPI), or your "
-    "system's MPI with mpi4py built against it (pip install --no-binary mpi4py mpi4py)"
+    "install one: pip install '.[mpi]' in a ringmpi checkout (Open MPI from PyPI), "
+    "or your system's MPI with mpi4py built against it "
+    "(pip install --no-binary mpi4py mpi4py)"
 )
 
 

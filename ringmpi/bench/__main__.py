@@ -6,6 +6,7 @@ import sys
 
 from ..harness import launch
 from ._main import main
+from ._parser import build_parser
 
 if __name__ == "__main__":
-    sys.exit(launch(main))
+    sys.exit(launch(main, parser=build_parser))

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..base import poll
 from ..base.errors import write_stderr
+from ..farm.timeline import PLOT_HINT
 from ..harness import RingmpiError, UsageError, print_result
 from . import _data as bench_data
 from . import _engine as bench_engine
@@ -32,9 +33,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise BenchError(
-            "--plot needs matplotlib: pip install 'ringmpi[plot]' (or matplotlib)"
-        ) from None
+        raise BenchError(f"--plot needs matplotlib: {PLOT_HINT}") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -202,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     comm = MPI.COMM_WORLD
     repeat = args.repeat or (1 if args.quick else 5 if args.command == "ring" else 3)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise BenchError("--plot needs matplotlib: pip install 'ringmpi[plot]' (or matplotlib)")
+        raise BenchError(f"--plot needs matplotlib: {PLOT_HINT}")
 
     def log(line: str) -> None:
         if args.verbose:

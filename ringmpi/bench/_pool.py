@@ -163,7 +163,10 @@ def _available(approach: str, workload: str) -> str | None:
         needs.append("emcee")
     missing = [name for name in needs if importlib.util.find_spec(name) is None]
     if missing:
-        return f"needs {' and '.join(missing)}: pip install 'ringmpi[bench]'"
+        return (
+            f"needs {' and '.join(missing)}: pip install {' '.join(missing)} "
+            "(or pip install '.[bench]' in a ringmpi checkout)"
+        )
     return None
 
 

@@ -137,7 +137,7 @@ def agree(comm, signum: int, ft: bool) -> int:
     from ..base import poll
 
     mine = np.array([signum], dtype=np.int64)
-    decided = np.zeros(1, dtype=np.int64)
+    decided: np.ndarray = np.zeros(1, dtype=np.int64)
     try:
         poll.wait(comm.Iallreduce(mine, decided, op=MPI.MAX))
     except MPI.Exception:

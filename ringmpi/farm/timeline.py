@@ -3,7 +3,8 @@
 Both read ``FarmStats.trace`` (run the farm with ``trace=True``). The JSON
 opens as it is in Perfetto (ui.perfetto.dev) and ``chrome://tracing``: one row
 per rank, named ``rank R@host``, one span per task. The chart needs
-matplotlib (``pip install 'ringmpi[plot]'``).
+matplotlib (``pip install matplotlib``, or ``pip install '.[plot]'`` in a
+ringmpi checkout).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from ._outcome import FarmStats, TaskSpan
 
-PLOT_HINT = "pip install 'ringmpi[plot]' (or matplotlib)"
+PLOT_HINT = "pip install matplotlib (or pip install '.[plot]' in a ringmpi checkout)"
 
 
 def have_matplotlib() -> bool:
@@ -168,7 +169,7 @@ def draw_timeline(
     many = len(stats.trace) > MAX_LABELS
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.45 * ranks))
     try:
-        colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined]
+        colours = plt.get_cmap("tab20").colors  # type: ignore[attr-defined,unused-ignore]
         rows: dict[int, tuple[list[tuple[float, float]], list[Any]]] = {}
         for span in stats.trace:
             width = max(span.end - span.start, end * 1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import argparse
 import logging
 import os
 import socket
@@ -238,7 +239,29 @@ def start_watchdog(seconds: float, what: str = "the run") -> Watchdog:
     return Watchdog(seconds, what)
 
 
-def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+#: The words that ask a program about itself, answered without MPI.
+_ABOUT = ("-h", "--help", "-V", "--version")
+
+
+def _asks_about_itself(words: Sequence[str]) -> bool:
+    """Whether ``words`` hold ``--help`` or ``--version`` (or a prefix argparse
+    takes for one) before a ``--``."""
+    for word in words:
+        if word == "--":
+            return False
+        if word in _ABOUT or (
+            len(word) > 3 and word.startswith("--") and any(a.startswith(word) for a in _ABOUT)
+        ):
+            return True
+    return False
+
+
+def launch(
+    main: Callable[[Sequence[str] | None], int],
+    argv: Sequence[str] | None = None,
+    *,
+    parser: Callable[[], argparse.ArgumentParser] | None = None,
+) -> int:
     """Run ``main(argv)`` as an MPI program and return its exit status.
 
     Expected failures (``RingmpiError``) become one ``error:`` line. A
@@ -252,11 +275,18 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         main: The program; returns its exit status.
         argv: Passed to ``main`` as it is (None: ``main`` reads ``sys.argv``,
             as ``argparse`` does).
+        parser: Builds ``main``'s command line. With it, ``--help`` and
+            ``--version`` are answered before MPI is loaded: quickly, and
+            where there is no MPI library.
 
     Returns:
         The exit status for ``sys.exit``.
     """
     fill_closed_std_fds()
+    if parser is not None:
+        status = _answer_without_mpi(parser, sys.argv[1:] if argv is None else argv)
+        if status is not None:
+            return status
     status = _before_mpi()
     if status is not None:
         return status
@@ -280,6 +310,25 @@ def launch(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | No
         return status
     except BaseException as exc:
         return _failed(exc, size)
+
+
+def _answer_without_mpi(
+    parser: Callable[[], argparse.ArgumentParser], words: Sequence[str]
+) -> int | None:
+    """Answer ``--help`` and ``--version`` without MPI; None: run the program.
+
+    Bad usage found on the way is reported here too, by the launcher's rank 0.
+    """
+    if not _asks_about_itself(words):
+        return None
+    try:
+        parser().parse_args(words)
+    except SystemExit as exc:  # what --help and --version end with
+        return exc.code if isinstance(exc.code, int) else 0
+    except RingmpiError as exc:
+        report_before_mpi(str(exc))
+        return exc.exit_code
+    return None
 
 
 def _before_mpi() -> int | None:

@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import time
+from collections.abc import Mapping
 from typing import Callable
 
 from ..base import config
@@ -72,7 +73,8 @@ def check_launcher(world_size: int, environ: dict[str, str] | None = None) -> No
         )
 
 
-def launcher_rank(environ: dict[str, str]) -> int:
+def launcher_rank(environ: Mapping[str, str]) -> int:
+    """Return this process's rank as its launcher says (0 when none says)."""
     for name in LAUNCHER_RANK_VARS:
         value = environ.get(name, "")
         if value.isdigit():
