@@ -48,10 +48,9 @@ def bench() -> int:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """``ringmpi run script.py [args]``: as ``python -m ringmpi.run``."""
-    from .harness import launch
-    from .run import main
+    from .run import cli
 
-    return launch(main, argv)
+    return cli(argv)
 
 
 def _mpiexec() -> str | None:

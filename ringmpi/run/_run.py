@@ -45,11 +45,7 @@ def parse(argv: Sequence[str]) -> Main:
         UsageError: No script, an unknown option, or a script that is not there.
     """
     argv = list(argv)
-    head = 0  # the options before the script (or -m module)
-    while head < len(argv) and argv[head].startswith("-") and argv[head] != "-m":
-        head += 1
-    if head < len(argv):
-        head += 2 if argv[head] == "-m" else 1
+    head = _head(argv)
     args = build_parser().parse_args(argv[:head])
     rest = argv[head:]
     if args.module is not None:
@@ -61,6 +57,17 @@ def parse(argv: Sequence[str]) -> Main:
     if not os.path.isfile(args.script):
         raise UsageError(f"no such script: {args.script}")
     return Main(args.script, None, [args.script, *rest])
+
+
+def _head(argv: Sequence[str]) -> int:
+    """How many words are ringmpi.run's own: its options, then the script
+    (or ``-m module``); the rest are the script's."""
+    head = 0
+    while head < len(argv) and argv[head].startswith("-") and argv[head] != "-m":
+        head += 1
+    if head < len(argv):
+        head += 2 if argv[head] == "-m" else 1
+    return min(head, len(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +124,11 @@ def run_script(target: Main) -> int:
     return 0
 
 
-def cli() -> int:
-    """``python -m ringmpi.run`` and ``ringmpi run``."""
-    return launch(main)
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``python -m ringmpi.run`` and ``ringmpi run``: ``--help`` and
+    ``--version`` (before the script) are answered without MPI."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    own = words[: _head(words)]
+    # Only our own options are asked about: the script's --help is its own.
+    asks = any(word.startswith("-") and word != "-m" for word in own)
+    return launch(main, words, parser=build_parser if asks else None)
