@@ -62,3 +62,17 @@ def test_terminate_cancels_what_has_not_started(tmp_path):
     assert match, result.describe()
     # Two tasks were running and released; the other 198 never start.
     assert int(match.group(2)) == 2 and float(match.group(1)) < 10, result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("mode", ["pickling", "pickling-farm"])
+def test_pickling_that_raises_anything_fails_that_task_alone(tmp_path, mode, n):
+    # Arguments and results whose pickling or unpickling raises ValueError,
+    # ZeroDivisionError, RuntimeError or SystemExit, on the root or a worker.
+    result = helper.run_mpiexec(n, PROGRAM, mode, str(tmp_path), timeout=90).check(0)
+    match = re.search(
+        r"innocent: (\d+) of (\d+), bad failed: (\d+) of (\d+), one line: True", result.stdout
+    )
+    assert match, result.describe()
+    assert match.group(1) == match.group(2) and match.group(3) == match.group(4), result.describe()
+    assert "after: 144" in result.stdout or "typed: True" in result.stdout, result.describe()
