@@ -76,3 +76,58 @@ def test_pickling_that_raises_anything_fails_that_task_alone(tmp_path, mode, n):
     assert match, result.describe()
     assert match.group(1) == match.group(2) and match.group(3) == match.group(4), result.describe()
     assert "after: 144" in result.stdout or "typed: True" in result.stdout, result.describe()
+
+
+HOSTILE = str(Path(__file__).parent / "programs" / "hostile_exec.py")
+
+
+def run_hostile(n: int, mode: str, *args: str, timeout: float = 60) -> helper.Result:
+    return helper.run_mpiexec(n, HOSTILE, mode, *args, timeout=timeout)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_blocking_done_callback_does_not_stop_the_executor(n):
+    result = run_hostile(n, "blocking-callback").check(0)
+    assert "later done: 20 of 20, callback got: [81]" in result.stdout, result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("mode", ["no-with", "no-with-nowait"])
+def test_leaving_without_shutdown_finishes_pending_tasks(tmp_path, n, mode):
+    out = tmp_path / "written"
+    result = run_hostile(n, mode, str(out), timeout=30).check(0)
+    assert "root leaves" in result.stdout
+    assert out.read_text() == "done\n", result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_failing_initializer_breaks_the_executor(n):
+    result = run_hostile(n, "initializer").check(0)
+    assert "pending broken: True ['BrokenExecutor'], later submit: BrokenExecutor" in (
+        result.stdout
+    ), result.describe()
+    assert "ValueError: no licence server on rank" in result.stdout
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_broken_executor_fails_every_pending_future_and_the_job_ends(n):
+    result = run_hostile(n, "broken", timeout=40)
+    assert result.returncode != 0, result.describe()
+    line = "all done: True, failed: True, broken: True, later submit: BrokenExecutor"
+    assert line in result.stdout, result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_pool_task_timeout_without_launch_ends_the_job(n):
+    result = run_hostile(n, "pool-timeout", timeout=40)
+    assert result.returncode != 0, result.describe()
+    assert "map raised FarmTimeout" in result.stdout, result.describe()
+    assert any(
+        "the farm's workers cannot be released" in line and "past the limit of 2 s" in line
+        for line in result.error_lines
+    ), result.describe()
+
+
+def test_pool_refuses_a_bad_chunksize_and_has_sizes():
+    result = run_hostile(3, "chunksize").check(0)
+    assert "['ValueError'], size: True" in result.stdout, result.describe()

@@ -22,7 +22,6 @@ does, so many tiny tasks do not pay a message each.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import itertools
 import multiprocessing
@@ -120,6 +119,11 @@ class AsyncResult:
         return self._value()
 
 
+def _check_chunksize(chunksize: Any) -> None:
+    if not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+
+
 def _flatten(parts: list[list[Any]]) -> list[Any]:
     return [value for part in parts for value in part]
 
@@ -160,8 +164,10 @@ class FarmPool:
         self._closed = False
         if self._service is not None:
             # A root that forgets to close the pool must not leave the
-            # workers waiting forever when it exits.
-            atexit.register(self._at_exit)
+            # workers waiting forever when it exits: what has not started
+            # is cancelled then, as terminate() does (the hook holds the
+            # service weakly, not the pool).
+            self._service.exit_cancels = True
 
     # -- roles (schwimmbad's names) ---------------------------------------------
 
@@ -199,6 +205,16 @@ class FarmPool:
         """How many ranks compute tasks (the root included when it does)."""
         return self._root().workers
 
+    @property
+    def size(self) -> int:
+        """How many ranks compute tasks, as schwimmbad's ``MPIPool.size``."""
+        return self.workers
+
+    @property
+    def _processes(self) -> int:
+        # multiprocessing.Pool's name, which some callers (dynesty) read.
+        return self.workers
+
     # -- work -----------------------------------------------------------------
 
     def _root(self) -> Service:
@@ -216,8 +232,8 @@ class FarmPool:
         if chunksize is None:
             chunksize, extra = divmod(len(items), self._root().workers * 4)
             chunksize += bool(extra)
-        if chunksize < 1:
-            chunksize = 1
+            chunksize = max(1, chunksize)
+        _check_chunksize(chunksize)
         return [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
 
     def apply(self, func: Callable[..., Any], args: Sequence[Any] = (), kwds=None) -> Any:
@@ -290,6 +306,7 @@ class FarmPool:
         return self._imap(func, iterable, chunksize, unordered=True)
 
     def _imap(self, func, iterable, chunksize: int, unordered: bool) -> Iterator[Any]:
+        _check_chunksize(chunksize)
         service = self._root()
         if self._closed:
             raise ValueError("Pool not running")
@@ -328,6 +345,3 @@ class FarmPool:
             raise ValueError("Pool is still running")
         self._service.join()
 
-    def _at_exit(self) -> None:
-        if self._service is not None and not self._service.done.is_set():
-            self.terminate()
