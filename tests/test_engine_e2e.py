@@ -131,3 +131,18 @@ def test_pool_task_timeout_without_launch_ends_the_job(n):
 def test_pool_refuses_a_bad_chunksize_and_has_sizes():
     result = run_hostile(3, "chunksize").check(0)
     assert "['ValueError'], size: True" in result.stdout, result.describe()
+
+
+@pytest.mark.parametrize(
+    ("mode", "name"), [("pool", "log_prob"), ("executor", "Point"), ("farm", "root_only")]
+)
+def test_a_function_missing_on_the_workers_fails_its_tasks_with_the_fix(mode, name):
+    program = str(Path(__file__).parent / "programs" / "late_function.py")
+    result = helper.run_mpiexec(3, program, mode, timeout=60).check(0)
+    said = [line for line in result.stdout_lines if line.startswith("raised")]
+    assert len(said) == 1, result.describe()
+    assert f"Can't get attribute '{name}'" in said[0]
+    assert f"define {name} at module level" in said[0]
+    assert "Traceback" not in result.stderr, result.describe()
+    if mode != "farm":
+        assert "after: " in result.stdout  # the farm goes on
