@@ -146,3 +146,24 @@ def test_a_function_missing_on_the_workers_fails_its_tasks_with_the_fix(mode, na
     assert "Traceback" not in result.stderr, result.describe()
     if mode != "farm":
         assert "after: " in result.stdout  # the farm goes on
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_misuse_is_refused_at_once_with_one_line(n):
+    result = run_hostile(n, "misuse").check(0)
+    arguments = (
+        "['(root computes)']" if n == 1 else "['TypeError: one line', 'ValueError: one line']"
+    )
+    line = f"refused: ['ValueError'], lambda: [True, True], as arguments: {arguments}, after: 25"
+    assert line in result.stdout, result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_an_executor_used_without_with_says_so_once(n):
+    result = run_hostile(n, "no-with-submit", timeout=30)
+    assert result.returncode != 0, result.describe()
+    assert result.error_lines == [
+        "error: use the executor inside 'with FarmExecutor(...) as ex:' on every rank, "
+        "and only the root's ex (the others get None)"
+    ], result.describe()
+    assert "Traceback" not in result.stderr

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from ..farm.service import Service, start
+from ..farm.service import Service, UsageError, check_callable, check_comm, start
 from ._executor import PULLED, _completed, _ordered, windowed
 
 
@@ -157,6 +157,7 @@ class FarmPool:
         task_timeout: float | None = None,
         fault_tolerant: bool = False,
     ):
+        comm = check_comm(comm, root)
         self._service, self._serve = start(
             comm, root, cores=cores, task_timeout=task_timeout,
             fault_tolerant=fault_tolerant, initializer=initializer, initargs=initargs,
@@ -219,14 +220,23 @@ class FarmPool:
 
     def _root(self) -> Service:
         if self._service is None:
-            raise RuntimeError("only the root uses the pool; workers call wait()")
+            raise UsageError("only the root uses the pool; the other ranks call wait()")
         return self._service
+
+    def __reduce__(self):
+        raise TypeError("a FarmPool cannot be sent to a task: use it on the root only")
 
     def _submit(self, calls: Iterable[Any]) -> list[Future]:
         service = self._root()
         if self._closed:
             raise ValueError("Pool not running")
         return service.submit_many(calls)
+
+    def _check(self, func: Callable[..., Any]) -> None:
+        self._root()
+        if self._closed:
+            raise ValueError("Pool not running")
+        check_callable(func)
 
     def _chunks(self, items: list[Any], chunksize: int | None) -> list[list[Any]]:
         if chunksize is None:
@@ -249,6 +259,7 @@ class FarmPool:
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> AsyncResult:
         """``func(*args, **kwds)`` on a worker; return an ``AsyncResult``."""
+        self._check(func)
         futures = self._submit([(func, tuple(args), dict(kwds or {}))])
         return AsyncResult(futures, lambda values: values[0], callback, error_callback)
 
@@ -285,6 +296,7 @@ class FarmPool:
         return self._map_async(_starmap_chunk, func, iterable, chunksize, callback, error_callback)
 
     def _map_async(self, runner, func, iterable, chunksize, callback, error_callback):
+        self._check(func)
         chunks = self._chunks(list(iterable), chunksize)
         futures = self._submit((runner, (func, chunk), {}) for chunk in chunks)
         return AsyncResult(futures, _flatten, callback, error_callback)
@@ -307,9 +319,8 @@ class FarmPool:
 
     def _imap(self, func, iterable, chunksize: int, unordered: bool) -> Iterator[Any]:
         _check_chunksize(chunksize)
+        self._check(func)
         service = self._root()
-        if self._closed:
-            raise ValueError("Pool not running")
         if hasattr(iterable, "__len__"):  # all of it now, as multiprocessing does
             futures = self._submit(
                 (_map_chunk, (func, chunk), {}) for chunk in self._chunks(list(iterable), chunksize)

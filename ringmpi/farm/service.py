@@ -15,11 +15,14 @@ import atexit
 import functools
 import itertools
 import logging
+import numbers
+import pickle
 import queue
 import socket
 import sys
 import threading
 import time
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -51,6 +54,67 @@ class FarmBroken(BrokenExecutor):
 
     # Named where users import it from, as in tracebacks.
     __module__ = "ringmpi.executor"
+
+
+class UsageError(RingmpiError, RuntimeError):
+    """The executor or the pool was used wrongly; raised alike on every rank."""
+
+    collective = True
+    # Named where users import it from, as in tracebacks.
+    __module__ = "ringmpi.executor"
+
+
+class UnpicklableCallable(RingmpiError, pickle.PicklingError):
+    """The callable given to the executor or the pool cannot travel to the workers."""
+
+    __module__ = "ringmpi.executor"
+
+
+def check_callable(fn: Any) -> None:
+    """Refuse ``fn`` where it cannot be sent to the workers: a lambda, or a
+    function or class defined inside a function (pickle sends functions and
+    classes by name). Cheap: nothing is pickled.
+
+    Raises:
+        UnpicklableCallable: ``fn`` cannot travel, at any size of the farm.
+        TypeError: ``fn`` is not callable.
+    """
+    if not callable(fn):
+        raise TypeError(f"{fn!r} is not callable")
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if isinstance(target, types.MethodType):
+        target = target.__func__
+    if not isinstance(target, (types.FunctionType, type)):
+        target = type(target)
+    name = getattr(target, "__qualname__", "")
+    if "<lambda>" in name or "<locals>" in name:
+        raise UnpicklableCallable(
+            f"the function {name} is not picklable, so it cannot be sent to the "
+            "workers; define it at module level"
+        )
+
+
+def check_comm(comm, root: int):
+    """Return the communicator (default ``COMM_WORLD``) once ``root`` is one
+    of its ranks and it is an intracommunicator, as ``MPICommExecutor`` checks.
+
+    Raises:
+        ValueError: an intercommunicator, or a root out of range.
+    """
+    from mpi4py import MPI
+
+    if comm is None:
+        comm = MPI.COMM_WORLD
+    if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
+        raise ValueError(f"expected an MPI communicator, not {comm!r}")
+    if comm.Is_inter():
+        raise ValueError("expected an intracommunicator, not an intercommunicator")
+    size = comm.Get_size()
+    if not (isinstance(root, numbers.Integral) and 0 <= root < size):
+        raise ValueError(f"expected a root rank in [0, {size}), not {root!r}")
+    return comm
 
 
 #: A task as the workers run it: ``(fn, args, kwargs)``.

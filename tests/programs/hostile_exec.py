@@ -10,13 +10,18 @@
 * ``initializer``: an initializer that raises; pending and later submits;
 * ``broken``: the root's thread fails: pending futures and later submits;
 * ``pool-timeout``: README's emcee pattern with ``task_timeout`` and a stuck task;
-* ``chunksize``: what FarmPool says of a bad chunksize, and its sizes.
+* ``chunksize``: what FarmPool says of a bad chunksize, and its sizes;
+* ``misuse``: bad roots, an intercommunicator, a lambda, the executor or a
+  communicator as a task's argument;
+* ``no-with-submit``: every rank submits to an executor never entered (under
+  ``launch``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import pickle
 import sys
 import time
 
@@ -148,6 +153,63 @@ def chunksize(comm) -> str:
         return f"{sorted(set(said))}, size: {pool.size == pool._processes == pool.workers}"
 
 
+def misuse(comm) -> str:
+    said = []
+    for root in (-1, comm.Get_size()):
+        for kind in (FarmExecutor, FarmPool):
+            try:
+                kind(comm, root=root)
+                said.append("accepted")
+            except ValueError:
+                said.append("ValueError")
+    if comm.Get_size() > 1:
+        local = comm.Split(comm.Get_rank() % 2)
+        inter = local.Create_intercomm(0, comm, 1 - comm.Get_rank() % 2)
+        try:
+            FarmExecutor(inter)
+            said.append("accepted")
+        except ValueError:
+            said.append("ValueError")
+        inter.Free()
+        local.Free()
+    refused = sorted(set(said))
+    own = comm.Dup()  # a communicator of ours, which cannot travel
+
+    def local(x):
+        return x
+
+    with FarmExecutor(comm) as ex:
+        if ex is None:
+            own.Free()
+            return ""
+        pickled = []
+        for fn in (lambda x: x, local):
+            try:
+                ex.submit(fn, 1)
+                pickled.append("accepted")
+            except pickle.PicklingError as exc:
+                pickled.append("module level" in str(exc))
+        errors = [
+            ex.submit(square, ex).exception(timeout=30),
+            ex.submit(id, own).exception(timeout=30),
+        ]
+        one_line = [
+            type(e).__name__ + (": one line" if "\n" not in str(e) else ": lines") for e in errors
+        ]
+        travels = ex.workers > 1 or not ex.stats.root_computes
+        if not travels:  # nothing is pickled at one rank
+            one_line = ["(root computes)"]
+        after = ex.submit(square, 5).result(timeout=30)
+    own.Free()
+    return f"refused: {refused}, lambda: {pickled}, as arguments: {one_line}, after: {after}"
+
+
+def no_with_submit(argv) -> int:
+    ex = FarmExecutor(MPI.COMM_WORLD)
+    ex.submit(square, 2)
+    return 0
+
+
 def main() -> int:
     comm = MPI.COMM_WORLD
     if MODE == "blocking-callback":
@@ -155,6 +217,10 @@ def main() -> int:
             if ex is not None:
                 print(blocking_callback(ex), flush=True)
         return 0
+    if MODE == "no-with-submit":
+        from ringmpi.harness import launch
+
+        return launch(no_with_submit, [])
     if MODE in ("no-with", "no-with-nowait"):
         ex = FarmExecutor(comm).__enter__()
         if ex is not None:
@@ -168,6 +234,7 @@ def main() -> int:
         "broken": broken,
         "pool-timeout": pool_timeout,
         "chunksize": chunksize,
+        "misuse": misuse,
     }[MODE](comm)
     if line:
         print(line, flush=True)
