@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
@@ -377,3 +378,30 @@ def test_a_journal_left_open_is_closed_at_exit_with_what_it_holds(tmp_path):
     ended = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60)
     assert ended.returncode == 0, ended.stderr
     assert summarize(path).done == 3
+
+
+def test_identity_does_not_depend_on_the_hash_seed(tmp_path):
+    # Sets of strings iterate in an order that follows PYTHONHASHSEED; the
+    # run's identity must not (a resume in another process would be refused).
+    code = (
+        "from ringmpi.journal._journal import Identity\n"
+        "tasks = [frozenset({'alpha', 'beta', 'gamma', 'delta'}), {'x', 'y', 'z'},"
+        " (1, {'q': {'r', 's', 't'}})]\n"
+        "print(Identity.of(len, tasks).tasks_sha256)\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for seed in range(6)
+    }
+    assert len(digests) == 1
+    # Tasks without sets keep the digest they always had (journals on disk resume).
+    plain = Identity.of(square, list(range(4))).tasks_sha256
+    assert plain == hashlib.sha256(pickle.dumps(list(range(4)), protocol=4)).hexdigest()

@@ -355,4 +355,3 @@ class FarmPool:
         if not self._closed:
             raise ValueError("Pool is still running")
         self._service.join()
-

@@ -483,9 +483,7 @@ class Service:
         if self.stuck:
             from mpi4py import MPI
 
-            print_error(
-                f"the farm's workers cannot be released ({self.broken}): ending the job"
-            )
+            print_error(f"the farm's workers cannot be released ({self.broken}): ending the job")
             sys.stdout.flush()
             MPI.COMM_WORLD.Abort(1)
 
