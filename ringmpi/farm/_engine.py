@@ -36,7 +36,7 @@ from typing import Any
 
 from ..base import poll
 from ..base.errors import RingmpiError, format_exception
-from . import _ft, _wire
+from . import _ft, _shared, _wire
 from ._outcome import (
     PICKLING_ERRORS,
     Batch,
@@ -51,6 +51,7 @@ from ._outcome import (
     short_repr,
     unpickling_summary,
 )
+from ._shared import unshare
 from ._stop import Stop
 from ._trace import Tracer
 from ._worker import REPORT_INTERVAL, Runner, Setup, prepare
@@ -776,9 +777,12 @@ class Engine:
             return
 
         def report(batch: Batch, busy: float, tasks: list[tuple[int, Any]]) -> None:
-            # As a worker's would: what could not travel fails its task.
+            # As a worker's would: what could not travel fails its task, and
+            # no result points into shared data (freed with the farm).
             if batch:
                 batch = sendable_batch(batch, tasks, self.root, self.host)
+                if _shared.attached():
+                    batch = Batch.like(batch, [(i, unshare(v), e) for i, v, e in batch])
             self.local.put((batch, busy))
             self.wake()
 
