@@ -167,3 +167,12 @@ def test_an_executor_used_without_with_says_so_once(n):
         "and only the root's ex (the others get None)"
     ], result.describe()
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_task_generator_that_raises_on_the_root_releases_the_workers_at_once(n):
+    result = helper.run_mpiexec(
+        n, HOSTILE, "generator", timeout=60, env={"RINGMPI_JOIN_TIMEOUT": "20"}
+    ).check(0)
+    line = "raised OSError: the input file went away, every rank out within 5 s: True"
+    assert f"{line}, next farm: [1, 4]" in result.stdout, result.describe()

@@ -204,6 +204,29 @@ def misuse(comm) -> str:
     return f"refused: {refused}, lambda: {pickled}, as arguments: {one_line}, after: {after}"
 
 
+def failing_tasks(n: int):
+    yield from range(n)
+    raise OSError("the input file went away")
+
+
+def generator(comm) -> str:
+    """The root's task generator raises (read whole: a progress callback)."""
+    from ringmpi.farm import farm_map
+
+    begin = time.monotonic()
+    tasks = failing_tasks(5) if comm.Get_rank() == 0 else None
+    try:
+        result = farm_map(comm, square, tasks, progress=lambda done, total: None)
+        said = f"returned {result}"
+    except OSError as exc:
+        said = f"raised OSError: {exc}"
+    took = comm.allreduce(time.monotonic() - begin, op=MPI.MAX)
+    after = farm_map(comm, square, [1, 2] if comm.Get_rank() == 0 else None)
+    if comm.Get_rank() != 0:
+        return ""
+    return f"{said}, every rank out within 5 s: {took < 5}, next farm: {after}"
+
+
 def no_with_submit(argv) -> int:
     ex = FarmExecutor(MPI.COMM_WORLD)
     ex.submit(square, 2)
@@ -235,6 +258,7 @@ def main() -> int:
         "pool-timeout": pool_timeout,
         "chunksize": chunksize,
         "misuse": misuse,
+        "generator": generator,
     }[MODE](comm)
     if line:
         print(line, flush=True)
