@@ -62,3 +62,117 @@ def test_terminate_cancels_what_has_not_started(tmp_path):
     assert match, result.describe()
     # Two tasks were running and released; the other 198 never start.
     assert int(match.group(2)) == 2 and float(match.group(1)) < 10, result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("mode", ["pickling", "pickling-farm"])
+def test_pickling_that_raises_anything_fails_that_task_alone(tmp_path, mode, n):
+    # Arguments and results whose pickling or unpickling raises ValueError,
+    # ZeroDivisionError, RuntimeError or SystemExit, on the root or a worker.
+    result = helper.run_mpiexec(n, PROGRAM, mode, str(tmp_path), timeout=90).check(0)
+    match = re.search(
+        r"innocent: (\d+) of (\d+), bad failed: (\d+) of (\d+), one line: True", result.stdout
+    )
+    assert match, result.describe()
+    assert match.group(1) == match.group(2) and match.group(3) == match.group(4), result.describe()
+    assert "after: 144" in result.stdout or "typed: True" in result.stdout, result.describe()
+
+
+HOSTILE = str(Path(__file__).parent / "programs" / "hostile_exec.py")
+
+
+def run_hostile(n: int, mode: str, *args: str, timeout: float = 60) -> helper.Result:
+    return helper.run_mpiexec(n, HOSTILE, mode, *args, timeout=timeout)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_blocking_done_callback_does_not_stop_the_executor(n):
+    result = run_hostile(n, "blocking-callback").check(0)
+    assert "later done: 20 of 20, callback got: [81]" in result.stdout, result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("mode", ["no-with", "no-with-nowait"])
+def test_leaving_without_shutdown_finishes_pending_tasks(tmp_path, n, mode):
+    out = tmp_path / "written"
+    result = run_hostile(n, mode, str(out), timeout=30).check(0)
+    assert "root leaves" in result.stdout
+    assert out.read_text() == "done\n", result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_failing_initializer_breaks_the_executor(n):
+    result = run_hostile(n, "initializer").check(0)
+    assert "pending broken: True ['BrokenExecutor'], later submit: BrokenExecutor" in (
+        result.stdout
+    ), result.describe()
+    assert "ValueError: no licence server on rank" in result.stdout
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_broken_executor_fails_every_pending_future_and_the_job_ends(n):
+    result = run_hostile(n, "broken", timeout=40)
+    assert result.returncode != 0, result.describe()
+    line = "all done: True, failed: True, broken: True, later submit: BrokenExecutor"
+    assert line in result.stdout, result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_pool_task_timeout_without_launch_ends_the_job(n):
+    result = run_hostile(n, "pool-timeout", timeout=40)
+    assert result.returncode != 0, result.describe()
+    assert "map raised FarmTimeout" in result.stdout, result.describe()
+    assert any(
+        "the farm's workers cannot be released" in line and "past the limit of 2 s" in line
+        for line in result.error_lines
+    ), result.describe()
+
+
+def test_pool_refuses_a_bad_chunksize_and_has_sizes():
+    result = run_hostile(3, "chunksize").check(0)
+    assert "['ValueError'], size: True" in result.stdout, result.describe()
+
+
+@pytest.mark.parametrize(
+    ("mode", "name"), [("pool", "log_prob"), ("executor", "Point"), ("farm", "root_only")]
+)
+def test_a_function_missing_on_the_workers_fails_its_tasks_with_the_fix(mode, name):
+    program = str(Path(__file__).parent / "programs" / "late_function.py")
+    result = helper.run_mpiexec(3, program, mode, timeout=60).check(0)
+    said = [line for line in result.stdout_lines if line.startswith("raised")]
+    assert len(said) == 1, result.describe()
+    assert f"Can't get attribute '{name}'" in said[0]
+    assert f"define {name} at module level" in said[0]
+    assert "Traceback" not in result.stderr, result.describe()
+    if mode != "farm":
+        assert "after: " in result.stdout  # the farm goes on
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_misuse_is_refused_at_once_with_one_line(n):
+    result = run_hostile(n, "misuse").check(0)
+    arguments = (
+        "['(root computes)']" if n == 1 else "['TypeError: one line', 'ValueError: one line']"
+    )
+    line = f"refused: ['ValueError'], lambda: [True, True], as arguments: {arguments}, after: 25"
+    assert line in result.stdout, result.describe()
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_an_executor_used_without_with_says_so_once(n):
+    result = run_hostile(n, "no-with-submit", timeout=30)
+    assert result.returncode != 0, result.describe()
+    assert result.error_lines == [
+        "error: use the executor inside 'with FarmExecutor(...) as ex:' on every rank, "
+        "and only the root's ex (the others get None)"
+    ], result.describe()
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_task_generator_that_raises_on_the_root_releases_the_workers_at_once(n):
+    result = helper.run_mpiexec(
+        n, HOSTILE, "generator", timeout=60, env={"RINGMPI_JOIN_TIMEOUT": "20"}
+    ).check(0)
+    line = "raised OSError: the input file went away, every rank out within 5 s: True"
+    assert f"{line}, next farm: [1, 4]" in result.stdout, result.describe()

@@ -443,7 +443,8 @@ MISUSES["misuse-unpicklable-task"] = Case(
     3,
     [MISUSE, "unpicklable-task"],
     ANY,
-    r"task\(s\) 2 \(<function main.<locals>.<lambda> .*cannot be pickled to send to a worker",
+    r"task 2 \(<function main.<locals>.<lambda> .*\) failed on rank 0@\S+: "
+    r"the task cannot be pickled to send to a worker: AttributeError",
     seconds=15,
 )
 MISUSES["task-keyboard-interrupt"] = Case(

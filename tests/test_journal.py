@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
@@ -428,3 +429,30 @@ def test_large_results_wait_for_the_disk_rather_than_pile_up(tmp_path, monkeypat
         assert db.execute("PRAGMA page_size").fetchone()[0] == journalfile.PAGE_SIZE
         (stored,) = db.execute("SELECT results FROM chunks WHERE rowid = 3").fetchone()
         assert pickle.loads(stored) == bytes([2]) * 16 * MIB
+
+
+def test_identity_does_not_depend_on_the_hash_seed(tmp_path):
+    # Sets of strings iterate in an order that follows PYTHONHASHSEED; the
+    # run's identity must not (a resume in another process would be refused).
+    code = (
+        "from ringmpi.journal._journal import Identity\n"
+        "tasks = [frozenset({'alpha', 'beta', 'gamma', 'delta'}), {'x', 'y', 'z'},"
+        " (1, {'q': {'r', 's', 't'}})]\n"
+        "print(Identity.of(len, tasks).tasks_sha256)\n"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for seed in range(6)
+    }
+    assert len(digests) == 1
+    # Tasks without sets keep the digest they always had (journals on disk resume).
+    plain = Identity.of(square, list(range(4))).tasks_sha256
+    assert plain == hashlib.sha256(pickle.dumps(list(range(4)), protocol=4)).hexdigest()

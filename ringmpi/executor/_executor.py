@@ -33,10 +33,18 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 from ..farm import FarmStats
-from ..farm.service import FarmBroken, Service, start
+from ..farm.service import (
+    FarmBroken,
+    Service,
+    UnpicklableCallable,
+    UsageError,
+    check_callable,
+    check_comm,
+    start,
+)
 from . import _hosted
 
-__all__ = ["FarmBroken", "FarmExecutor", "Service", "start"]
+__all__ = ["FarmBroken", "FarmExecutor", "Service", "UnpicklableCallable", "UsageError", "start"]
 
 
 class FarmExecutor(Executor):
@@ -87,7 +95,7 @@ class FarmExecutor(Executor):
         memory_limit: int | str | None = None,
         shared: Any = None,
     ):
-        self._comm = comm
+        self._comm = check_comm(comm, root)
         self._root = root
         self._options: dict[str, Any] = {
             "cores": cores,
@@ -108,7 +116,7 @@ class FarmExecutor(Executor):
 
     def __enter__(self) -> FarmExecutor | None:  # type: ignore[override]
         if self._entered:
-            raise RuntimeError("a FarmExecutor can be entered only once")
+            raise UsageError("a FarmExecutor can be entered only once: make a new one")
         self._entered = True
         if self._hosted is not None:
             self._hosted.begin(self._options)
@@ -143,8 +151,17 @@ class FarmExecutor(Executor):
         if self._service is None and self._hosted is not None and not self._entered:
             self.__enter__()  # a script's executor starts at its first task
         if self._service is None:
-            raise RuntimeError("use the executor inside 'with FarmExecutor(...) as ex:'")
+            raise UsageError(
+                "use the executor inside 'with FarmExecutor(...) as ex:' on every rank, "
+                "and only the root's ex (the others get None)"
+            )
         return self._service
+
+    def __reduce__(self):
+        raise TypeError(
+            "a FarmExecutor cannot be sent to a task: use it on the root only "
+            "(a task that needs one can start its own farm on its own communicator)"
+        )
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """Schedule ``fn(*args, **kwargs)``; return its ``Future``.
@@ -153,7 +170,9 @@ class FarmExecutor(Executor):
         the task itself. A task that raises makes its future raise the same
         exception, its ``__cause__`` the remote traceback.
         """
-        return self._running().submit_many([(fn, args, kwargs)])[0]
+        service = self._running()
+        check_callable(fn)
+        return service.submit_many([(fn, args, kwargs)])[0]
 
     def map(
         self,
@@ -182,6 +201,7 @@ class FarmExecutor(Executor):
             raise ValueError("buffersize must be None or > 0.")
         end = None if timeout is None else timeout + time.monotonic()
         service = self._running()
+        check_callable(fn)
         argsets = zip(*iterables)
         flatten = chunksize > 1
         calls: Iterator[Any]

@@ -22,7 +22,6 @@ does, so many tiny tasks do not pay a message each.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import itertools
 import multiprocessing
@@ -31,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from ..farm.service import Service, start
+from ..farm.service import Service, UsageError, check_callable, check_comm, start
 from . import _hosted
 from ._executor import PULLED, _completed, _ordered, windowed
 
@@ -121,6 +120,11 @@ class AsyncResult:
         return self._value()
 
 
+def _check_chunksize(chunksize: Any) -> None:
+    if not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+
+
 def _flatten(parts: list[list[Any]]) -> list[Any]:
     return [value for part in parts for value in part]
 
@@ -173,6 +177,7 @@ class FarmPool:
                 {"task_timeout": task_timeout, "memory_limit": memory_limit,
                  "fault_tolerant": fault_tolerant}
             )  # fmt: skip
+        comm = check_comm(comm, root)
         self._service, self._serve = start(
             comm, root, cores=cores, task_timeout=task_timeout,
             fault_tolerant=fault_tolerant, initializer=initializer, initargs=initargs,
@@ -183,8 +188,10 @@ class FarmPool:
             hosted.started(self._service, self.terminate)
         if self._service is not None:
             # A root that forgets to close the pool must not leave the
-            # workers waiting forever when it exits.
-            atexit.register(self._at_exit)
+            # workers waiting forever when it exits: what has not started
+            # is cancelled then, as terminate() does (the hook holds the
+            # service weakly, not the pool).
+            self._service.exit_cancels = True
 
     # -- roles (schwimmbad's names) ---------------------------------------------
 
@@ -222,12 +229,25 @@ class FarmPool:
         """How many ranks compute tasks (the root included when it does)."""
         return self._root().workers
 
+    @property
+    def size(self) -> int:
+        """How many ranks compute tasks, as schwimmbad's ``MPIPool.size``."""
+        return self.workers
+
+    @property
+    def _processes(self) -> int:
+        # multiprocessing.Pool's name, which some callers (dynesty) read.
+        return self.workers
+
     # -- work -----------------------------------------------------------------
 
     def _root(self) -> Service:
         if self._service is None:
-            raise RuntimeError("only the root uses the pool; workers call wait()")
+            raise UsageError("only the root uses the pool; the other ranks call wait()")
         return self._service
+
+    def __reduce__(self):
+        raise TypeError("a FarmPool cannot be sent to a task: use it on the root only")
 
     def _submit(self, calls: Iterable[Any]) -> list[Future]:
         service = self._root()
@@ -235,12 +255,18 @@ class FarmPool:
             raise ValueError("Pool not running")
         return service.submit_many(calls)
 
+    def _check(self, func: Callable[..., Any]) -> None:
+        self._root()
+        if self._closed:
+            raise ValueError("Pool not running")
+        check_callable(func)
+
     def _chunks(self, items: list[Any], chunksize: int | None) -> list[list[Any]]:
         if chunksize is None:
             chunksize, extra = divmod(len(items), self._root().workers * 4)
             chunksize += bool(extra)
-        if chunksize < 1:
-            chunksize = 1
+            chunksize = max(1, chunksize)
+        _check_chunksize(chunksize)
         return [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
 
     def apply(self, func: Callable[..., Any], args: Sequence[Any] = (), kwds=None) -> Any:
@@ -256,6 +282,7 @@ class FarmPool:
         error_callback: Callable[[BaseException], Any] | None = None,
     ) -> AsyncResult:
         """``func(*args, **kwds)`` on a worker; return an ``AsyncResult``."""
+        self._check(func)
         futures = self._submit([(func, tuple(args), dict(kwds or {}))])
         return AsyncResult(futures, lambda values: values[0], callback, error_callback)
 
@@ -292,6 +319,7 @@ class FarmPool:
         return self._map_async(_starmap_chunk, func, iterable, chunksize, callback, error_callback)
 
     def _map_async(self, runner, func, iterable, chunksize, callback, error_callback):
+        self._check(func)
         chunks = self._chunks(list(iterable), chunksize)
         futures = self._submit((runner, (func, chunk), {}) for chunk in chunks)
         return AsyncResult(futures, _flatten, callback, error_callback)
@@ -313,9 +341,9 @@ class FarmPool:
         return self._imap(func, iterable, chunksize, unordered=True)
 
     def _imap(self, func, iterable, chunksize: int, unordered: bool) -> Iterator[Any]:
+        _check_chunksize(chunksize)
+        self._check(func)
         service = self._root()
-        if self._closed:
-            raise ValueError("Pool not running")
         if hasattr(iterable, "__len__"):  # all of it now, as multiprocessing does
             futures = self._submit(
                 (_map_chunk, (func, chunk), {}) for chunk in self._chunks(list(iterable), chunksize)
@@ -350,7 +378,3 @@ class FarmPool:
         if not self._closed:
             raise ValueError("Pool is still running")
         self._service.join()
-
-    def _at_exit(self) -> None:
-        if self._service is not None and not self._service.done.is_set():
-            self.terminate()

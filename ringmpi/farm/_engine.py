@@ -35,19 +35,23 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..base import poll
-from ..base.errors import RingmpiError
-from . import _ft, _wire
+from ..base.errors import RingmpiError, format_exception
+from . import _ft, _shared, _wire
 from ._outcome import (
+    PICKLING_ERRORS,
     Batch,
     FarmStats,
     FarmTimeout,
     LostWorker,
     Outcome,
     Tag,
+    TaskError,
     describe_error,
     sendable_batch,
     short_repr,
+    unpickling_summary,
 )
+from ._shared import unshare
 from ._stop import Stop
 from ._trace import Tracer
 from ._worker import REPORT_INTERVAL, Runner, Setup, prepare
@@ -244,6 +248,17 @@ class Engine:
         self.helper_thread: threading.Thread | None = None
         self.helper_error: BaseException | None = None
         self.lock = threading.RLock()
+        #: rank -> chunks sent to it, and the last few as ``(number, indices)``
+        #: (a worker that cannot unpickle one names it by number)
+        self.sent: dict[int, int] = {}
+        self.recent: dict[int, deque[tuple[int, list[int]]]] = {}
+        #: tasks that travel alone: their chunk could not be unpickled
+        self.solo: set[int] = set()
+        #: rank -> why its last report could not be unpickled here (its tasks
+        #: are known, and fail, once its next report or a ping's answer comes)
+        self.unread: dict[int, tuple[str, str]] = {}
+        #: the outcomes of such tasks, for the caller with the next arrivals
+        self.unpickled: list[Batch] = []
 
     # -- the loop -----------------------------------------------------------------
 
@@ -344,6 +359,10 @@ class Engine:
                         share = min(share, max(1, int(PREFETCH / self.task_seconds)))
                     chunk: list[int] = []
                     while self.ready and len(chunk) < share:
+                        if self.solo and self.ready[0][0] in self.solo:
+                            if not chunk:
+                                chunk = self.ready.popleft()
+                            break
                         chunk.extend(self.ready.popleft())
                 else:
                     chunk = self.ready.popleft()
@@ -375,15 +394,18 @@ class Engine:
         try:
             self._send([(i, self.tasks[i]) for i in indices], rank, Tag.TASK, indices, sizes)
         except FarmSendError as exc:
-            if not (self.tracked and exc.pickling):
+            if not exc.pickling:
                 raise
-            # The executor: each task that cannot travel fails alone (nothing
-            # was sent), the others go out again.
+            # Each task that cannot travel fails alone (nothing was sent),
+            # the others go out again.
             chunks.pop()
             for index in indices:
                 self.where.pop(index, None)
             self._fail_unpicklable(rank, indices)
             return
+        number = self.sent.get(rank, 0)
+        self.sent[rank] = number + 1
+        self.recent.setdefault(rank, deque(maxlen=4 * DEPTH + 8)).append((number, indices))
         self.task_bytes = sizes[0] / len(indices)
 
     def _fail_unpicklable(self, rank: int, indices: list[int]) -> None:
@@ -392,8 +414,10 @@ class Engine:
             task = self.tasks[index]
             try:
                 pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                failed.append((index, None, describe_error(exc, index, task, self.root, self.host)))
+            except PICKLING_ERRORS as exc:
+                error = describe_error(exc, index, task, self.root, self.host)
+                error.summary = f"the task cannot be pickled to send to a worker: {error.summary}"
+                failed.append((index, None, error))
             else:
                 kept.append(index)
         if failed:
@@ -420,7 +444,7 @@ class Engine:
             raise FarmSendError(
                 f"{what} could not be sent to rank {rank}: {exc.Get_error_string()}"
             ) from None
-        except Exception as exc:  # anything pickling raises; nothing was sent
+        except PICKLING_ERRORS as exc:  # anything pickling raises; nothing was sent
             if indices is None:
                 raise
             raise FarmSendError(
@@ -509,7 +533,12 @@ class Engine:
             # only then the journal and the caller's loop.
             while message is not None:
                 rank = status.Get_source()
-                batch, busy = _wire.received(self.comm, message.recv(), rank)
+                try:
+                    batch, busy = _wire.received(self.comm, message.recv(), rank)
+                except PICKLING_ERRORS as exc:  # read, but not understood
+                    self._unreadable_report(rank, exc)
+                    message = self.comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)
+                    continue
                 outcomes = self._on_report(rank, batch, busy)
                 if outcomes:
                     arrived.append(outcomes)
@@ -527,6 +556,9 @@ class Engine:
                 arrived.append(outcomes)
         if self.helper_error is not None:
             raise RuntimeError("the root's compute thread failed") from self.helper_error
+        if self.unpickled:
+            arrived.extend(self.unpickled)
+            self.unpickled = []
         if arrived:
             self.backoff.reset()
         now = time.perf_counter()
@@ -542,6 +574,10 @@ class Engine:
         """Note what ``rank`` reports: outcomes, the task it runs, what it gave back."""
         self.heard[rank] = time.perf_counter()
         chunks = self.held.get(rank)
+        failed = self._unpickled(rank, batch, chunks)
+        if failed:
+            self._on_failed(rank, failed)
+            self.unpickled.append(failed)
         if batch.returned:
             self.taking.get(rank, set()).difference_update(batch.returned)
             if chunks is not None:
@@ -581,6 +617,65 @@ class Engine:
         if self.stop_on_error and any(e for i, _, e in batch if i not in batch.retried):
             self.fail()
         return batch
+
+    def _unpickled(self, rank: int, batch: Batch, chunks) -> Batch:
+        """The tasks of ``rank`` that fail because the worker could not
+        unpickle their chunk, or this rank a report of theirs."""
+        failed = Batch()
+        failed.rank, failed.host = rank, self._host(rank)
+        lost: list[int] = []
+        why = ("", "")
+        if batch.unreadable is not None:
+            number, summary, tb = batch.unreadable
+            indices = next((i for n, i in self.recent.get(rank, ()) if n == number), [])
+            held = {i for chunk in chunks or () for i in chunk}
+            indices = [i for i in indices if i in held]
+            if len(indices) == 1 or all(i in self.solo for i in indices):
+                lost, why = indices, (summary, tb)
+            elif indices:  # one of them cannot travel: each goes again alone
+                self.solo.update(indices)
+                _forget(chunks, set(indices))
+                self.taking.get(rank, set()).difference_update(indices)
+                for index in indices:
+                    self.where.pop(index, None)
+                self._requeue(indices)
+        elif rank in self.unread and (batch or batch.running is not None or batch.pong):
+            # Tasks end and are reported in order: the lost report held the
+            # tasks before the first one reported since.
+            order = [i for chunk in chunks or () for i in chunk]
+            first = batch[0][0] if batch else batch.running
+            lost = order[: order.index(first)] if first in order else order
+            why = self.unread.pop(rank)
+        for index in lost:
+            task = self.tasks[index]
+            error = TaskError(index, short_repr(task), rank, failed.host, why[0], why[1])
+            failed.append((index, None, error))
+        if lost and chunks is not None:
+            _forget(chunks, set(lost))
+            self.taking.get(rank, set()).difference_update(lost)
+        for index in lost:
+            self.where.pop(index, None)
+            self.solo.discard(index)
+        return failed
+
+    def _on_failed(self, rank: int, failed: Batch) -> None:
+        """Count the tasks of ``failed`` as done, without a span."""
+        self.stats.worker(rank).tasks += len(failed)
+        for index, _, _ in failed:
+            self.source.forget(index)
+        if self.stop_on_error:
+            self.fail()
+
+    def _unreadable_report(self, rank: int, exc: BaseException) -> None:
+        """A report of ``rank`` did not unpickle: its tasks are not known yet;
+        ask the worker where it stands (an empty ``TAKE``)."""
+        summary = unpickling_summary(exc, "the result").replace("this rank", "the root")
+        log.info("rank %d: %s", rank, summary)
+        self.unread[rank] = (summary, format_exception(exc))
+        self._send([], rank, Tag.TAKE)
+
+    def _host(self, rank: int) -> str:
+        return self.stats.hosts[rank] if self.stats.hosts else "?"
 
     def _retry(self, batch: Batch) -> Batch:
         """Queue the failed tasks of ``batch`` that have retries left, at the
@@ -682,9 +777,12 @@ class Engine:
             return
 
         def report(batch: Batch, busy: float, tasks: list[tuple[int, Any]]) -> None:
-            # As a worker's would: what could not travel fails its task.
+            # As a worker's would: what could not travel fails its task, and
+            # no result points into shared data (freed with the farm).
             if batch:
                 batch = sendable_batch(batch, tasks, self.root, self.host)
+                if _shared.attached():
+                    batch = Batch.like(batch, [(i, unshare(v), e) for i, v, e in batch])
             self.local.put((batch, busy))
             self.wake()
 

@@ -39,7 +39,7 @@ from ._outcome import (
     short_repr,
 )
 from ._plan import balance, computing, make_chunks, plan_workers, rank_facts
-from ._start import Unusable, check_setup, join_telling, refuse_if_hosted, start
+from ._start import FarmAbandoned, Unusable, check_setup, join_telling, refuse_if_hosted, start
 from ._static import run_static
 from ._stop import FarmStopped, Stop
 from ._trace import Tracer, clock_offsets
@@ -247,11 +247,15 @@ class Farm:
         if earlier is not None:
             earlier.close()
         try:
-            if self._can_pull(tasks):
-                return Lazy(iter(tasks))
-            return list(tasks)
+            iterator = iter(tasks)
         except TypeError:
             return Unusable(f"the tasks must be iterable, not {type(tasks).__name__}")
+        if self._can_pull(tasks):
+            return Lazy(iterator)
+        try:
+            return list(iterator)
+        except Exception as exc:  # the caller's generator: the workers go at once
+            return Unusable(f"reading the tasks failed on the root: {exc!r}", exc)
 
     def _can_pull(self, tasks: Iterable[Any]) -> bool:
         """Whether to read ``tasks`` as the workers need them rather than up front:
@@ -292,7 +296,15 @@ class Farm:
                 problem = problem or _memory.room_problem(
                     self.memory_limit, computing(layout, self.root)
                 )
-            trace = start(comm, self.root, problem, self.trace)
+            try:
+                trace = start(comm, self.root, problem, self.trace)
+            except FarmAbandoned:
+                trace = None
+            if trace is None:  # the root's tasks failed: every rank goes at once
+                finished = True
+                if isinstance(tasks, Unusable) and tasks.error is not None:
+                    raise tasks.error
+                return
             assert not isinstance(tasks, Unusable)  # start() raised
             offsets = clock_offsets(comm, self.root) if trace else None
             kept = self._open_journal(comm, tasks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import pickle
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,11 @@ from ..base.errors import RingmpiError, format_exception
 
 #: One task's outcome as it travels: ``(index, value, error)``.
 Outcome = tuple[int, Any, "TaskError | None"]
+
+#: What pickling or unpickling a task or a result may raise and the farm
+#: survives: anything an object's ``__reduce__``/``__setstate__`` raises,
+#: ``sys.exit`` included; a Ctrl-C still stops the run.
+PICKLING_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, GeneratorExit)
 
 
 class Batch(list):
@@ -33,6 +39,11 @@ class Batch(list):
     ends: list[float] | None = None
     running: int | None = None
     returned: Sequence[int] = ()
+    #: the answer to an empty ``Tag.TAKE``: every outcome before it was reported
+    pong: bool = False
+    #: why the worker could not unpickle the chunk it received as number ``seq``
+    #: (counted from 0): ``(seq, summary, traceback)``
+    unreadable: tuple[int, str, str] | None = None
     retried: frozenset[int] = frozenset()
 
     @classmethod
@@ -122,6 +133,11 @@ class TaskError(Exception):
     def __str__(self) -> str:
         where = f"rank {self.rank}@{self.host}"
         return f"task {self.index} ({self.task}) failed on {where}: {self.summary}"
+
+
+class InitializerError(RuntimeError):
+    """A rank's initializer failed: every task of that rank fails with this
+    (an executor or a pool then breaks, as ``concurrent.futures`` does)."""
 
 
 class FarmError(RingmpiError):
@@ -314,9 +330,27 @@ def describe_error(
 def _pickles(obj: Any) -> bool:
     try:
         pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:
+    except PICKLING_ERRORS:
         return False
     return True
+
+
+def unpickling_summary(exc: BaseException, what: str) -> str:
+    """Say why ``what`` (``"the task"``, ``"the result"``) could not be
+    unpickled here, with the fix for a function or class missing here."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    summary = f"{what} could not be unpickled on this rank: {text}"
+    match = re.search(r"Can't get attribute '([^']+)' on <module '([^']+)'", str(exc))
+    if match:
+        name, module = match.groups()
+        summary += (
+            f"; {module}.{name} does not exist here: define {name} at module level, "
+            "before the farm, executor or pool starts (not after pool.wait()), "
+            "in a module every rank imports"
+        )
+    elif isinstance(exc, ImportError) and getattr(exc, "name", None):
+        summary += f"; make the module {exc.name} importable on every rank"
+    return summary
 
 
 def short_repr(obj: Any, limit: int = 80) -> str:
@@ -342,7 +376,7 @@ def sendable(outcome: Outcome, task: Any, rank: int, host: str) -> Outcome:
         # Into a sink, buffers out-of-band: no copy of a large result.
         pickle.Pickler(_Sink(), pickle.HIGHEST_PROTOCOL, buffer_callback=_no).dump((value, error))
         return outcome
-    except Exception as exc:
+    except PICKLING_ERRORS as exc:
         what = "result" if error is None else "error"
         summary = f"the {what} could not be pickled: {type(exc).__name__}: {exc}"
         return (index, None, TaskError(index, short_repr(task), rank, host, summary, ""))

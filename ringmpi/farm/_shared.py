@@ -57,16 +57,28 @@ def shared() -> Any:
     return _current[-1]
 
 
+#: Array types shared as views of the window (``view(kind)`` keeps the type:
+#: they hold no state besides their data). Other subclasses (``MaskedArray``,
+#: with its mask) travel pickled, whole, with the rest of the shared data.
+SHARED_KINDS = (np.ndarray, np.recarray, np.matrix)
+
+#: ``(start, end)`` addresses of the windows attached on this rank: a result
+#: computed here must not point into one (it is freed with the farm).
+_spans: list[tuple[int, int]] = []
+
+
 class _Slot:
-    """Stands for the array at ``index`` in the skeleton of shared data."""
+    """Stands for the array at ``index`` in the skeleton of shared data, of
+    type ``kind`` (None: a plain ``ndarray``)."""
 
-    __slots__ = ("index",)
+    __slots__ = ("index", "kind")
 
-    def __init__(self, index: int):
+    def __init__(self, index: int, kind: type | None = None):
         self.index = index
+        self.kind = kind
 
     def __reduce__(self):
-        return (_Slot, (self.index,))
+        return (_Slot, (self.index, self.kind))
 
 
 @dataclass
@@ -81,9 +93,9 @@ class Header:
 
 def _split(obj: Any, arrays: list[np.ndarray]) -> Any:
     """Return ``obj`` with each numpy array in its containers as a ``_Slot``."""
-    if isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+    if type(obj) in SHARED_KINDS and not obj.dtype.hasobject:
         arrays.append(obj)
-        return _Slot(len(arrays) - 1)
+        return _Slot(len(arrays) - 1, None if type(obj) is np.ndarray else type(obj))
     kind = type(obj)
     if kind is dict:
         return {key: _split(value, arrays) for key, value in obj.items()}
@@ -96,7 +108,8 @@ def _join(skeleton: Any, views: list[np.ndarray]) -> Any:
     """Put the views in the places of the ``_Slot`` of ``skeleton``."""
     kind = type(skeleton)
     if kind is _Slot:
-        return views[skeleton.index]
+        view = views[skeleton.index]
+        return view if skeleton.kind is None else view.view(skeleton.kind)
     if kind is dict:
         return {key: _join(value, views) for key, value in skeleton.items()}
     if kind is list or kind is tuple:
@@ -130,6 +143,36 @@ class Plan:
                 "(numpy arrays in dicts, lists and tuples are shared; the rest must pickle)"
             )
         return None
+
+
+def attached() -> bool:
+    """Whether this rank holds a shared window now."""
+    return bool(_spans)
+
+
+def unshare(value: Any) -> Any:
+    """Return ``value`` with every array in it (at any depth of dicts, lists
+    and tuples) that points into a shared window copied out of it; ``value``
+    itself when none does. For results computed on a rank that holds a window."""
+    if not _spans:
+        return value
+    return _copied(value)
+
+
+def _copied(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        address = obj.__array_interface__["data"][0]
+        if obj.size and any(lo <= address < hi for lo, hi in _spans):
+            return obj.copy()
+        return obj
+    kind = type(obj)
+    if kind is dict:
+        items = {key: _copied(value) for key, value in obj.items()}
+        return obj if all(items[k] is v for k, v in obj.items()) else items
+    if kind is list or kind is tuple:
+        copied = [_copied(item) for item in obj]
+        return obj if all(a is b for a, b in zip(copied, obj)) else kind(copied)
+    return obj
 
 
 def _views(memory: Any, header: Header, readonly: bool) -> list[np.ndarray]:
@@ -190,10 +233,14 @@ def attach(comm, root: int, plan: Plan | None) -> Iterator[None]:
         # Stores by one rank of the node are seen by the others after this.
         poll.barrier(node)
         _current.append(_join(header.skeleton, _views(memory, header, readonly=True)))
+        start = np.frombuffer(memory, np.uint8, header.size).ctypes.data
+        span = (start, start + header.size)
+        _spans.append(span)
         del memory
         try:
             yield
         finally:
+            _spans.remove(span)
             _current.pop()
     finally:
         if win is not None:

@@ -135,10 +135,21 @@ def _take(user, source: int, tag: int, told: dict[int, str | None]) -> bool:
 
 
 class Unusable:
-    """Tasks the root was given but cannot use, and why."""
+    """Tasks the root was given but cannot use, and why; ``error``: reading
+    them raised it (the root raises it again, the workers return at once)."""
 
-    def __init__(self, why: str):
-        self.why = why
+    def __init__(self, why: str, error: BaseException | None = None):
+        self.why: str = why if error is None else Abandon(why)
+        self.error = error
+
+
+class Abandon(str):
+    """A problem that ends the farm before it begins without an error on the
+    workers: the root's own tasks failed, and the root raises that."""
+
+
+class FarmAbandoned(RingmpiError):
+    """Raised by :func:`start` for an :class:`Abandon`; the farm returns None."""
 
 
 def check_setup(fn: Any, setup: Any, tasks: Any) -> str | None:
@@ -177,6 +188,8 @@ def start(comm, root: int, problem: str | None = None, trace: bool = False) -> b
             poll.wait(request)
     else:
         problem, trace = poll.recv(comm, root, Tag.START)
+    if isinstance(problem, Abandon):
+        raise FarmAbandoned(problem)
     if problem is not None:
         raise FarmUsageError(problem)
     return trace

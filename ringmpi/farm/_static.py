@@ -6,8 +6,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..base import poll
-from . import _wire
-from ._outcome import FarmStats, Outcome, sendable_batch
+from . import _shared, _wire
+from ._outcome import Batch, FarmStats, Outcome, sendable_batch
+from ._shared import unshare
 from ._trace import Tracer
 from ._worker import Setup, prepare, run_chunk
 
@@ -47,6 +48,8 @@ def run_static(
     if mine is not None:
         outcomes, busy = run_chunk(prepare(setup), mine[3], root, host)
         outcomes = sendable_batch(outcomes, mine[3], root, host)
+        if _shared.attached():  # no result may point into the window freed after
+            outcomes = Batch.like(outcomes, [(i, unshare(v), e) for i, v, e in outcomes])
     for request in sends:
         poll.wait(request)
     del parcels, sends

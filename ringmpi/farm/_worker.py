@@ -18,7 +18,9 @@ from ..base.errors import format_exception
 from . import _wire
 from ._ft import is_loss
 from ._outcome import (
+    PICKLING_ERRORS,
     Batch,
+    InitializerError,
     Outcome,
     Tag,
     TaskError,
@@ -26,9 +28,17 @@ from ._outcome import (
     describe_error,
     sendable_batch,
     short_repr,
+    unpickling_summary,
 )
 
 Setup = tuple[Callable[[Any], Any], "Callable[..., Any] | None", tuple[Any, ...]]
+
+
+def _unusable(summary: str) -> Callable[[Any], Any]:
+    def failed(_task: Any) -> Any:
+        raise RuntimeError(summary)
+
+    return failed
 
 
 def prepare(setup: Setup) -> Callable[[Any], Any]:
@@ -42,11 +52,11 @@ def prepare(setup: Setup) -> Callable[[Any], Any]:
         return fn
     try:
         initializer(*initargs)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         message = f"the initializer failed: {type(exc).__name__}: {exc}\n{format_exception(exc)}"
 
         def failed(_task: Any) -> Any:
-            raise RuntimeError(message)
+            raise InitializerError(message)
 
         return failed
     return fn
@@ -268,7 +278,10 @@ def serve_dynamic(comm, root: int) -> None:
 
     rank, host = comm.Get_rank(), socket.gethostname()
     backoff = poll.Backoff()
-    setup = _wire.received(comm, poll.recv(comm, root, Tag.SETUP, backoff=backoff), root)
+    try:
+        setup = _wire.received(comm, poll.recv(comm, root, Tag.SETUP, backoff=backoff), root)
+    except PICKLING_ERRORS as exc:  # the function is missing here: each task says so
+        setup = (_unusable(unpickling_summary(exc, "the farm's function")), None, ())
     if setup is None:
         return  # not needed: more ranks than cores or than tasks
     threaded = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
@@ -302,6 +315,8 @@ class Mailbox:
         self.woken = threading.Event()
         self.backoff = poll.Backoff(sleep=self._nap)
         self.error: BaseException | None = None
+        #: TASK chunks received so far (the root numbers them alike)
+        self.chunks = 0
         runner.on_idle = self.woken.set
 
     def _nap(self, seconds: float) -> None:
@@ -346,17 +361,36 @@ class Mailbox:
         while message is not None:
             self.backoff.reset()
             tag = status.Get_tag()
-            obj = _wire.received(comm, message.recv(), root)
+            try:
+                obj = _wire.received(comm, message.recv(), root)
+            except PICKLING_ERRORS as exc:  # the message was read; its tasks fail
+                if tag != Tag.TASK:
+                    raise
+                reply = Batch()
+                summary = unpickling_summary(exc, "the task")
+                reply.unreadable = (self.chunks, summary, format_exception(exc))
+                self.chunks += 1
+                with runner.lock:
+                    self.report(reply, 0.0, [])
+                message = comm.improbe(root, MPI.ANY_TAG, status)
+                continue
             if tag == Tag.TAKE:
                 back = runner.take_back(obj)
                 reply = Batch()
                 reply.returned = back
                 with runner.lock:
+                    if not obj:  # a ping: every outcome so far goes first
+                        if runner._outcomes:
+                            runner._flush()
+                        reply.pong = True
+                        if runner.current is not None:
+                            reply.running = runner.current[0]
                     self.report(reply, 0.0, [])
             elif obj is None:
                 runner.close()
                 return True
             else:
+                self.chunks += 1
                 runner.add(obj)
             message = comm.improbe(root, MPI.ANY_TAG, status)
         return False
@@ -386,7 +420,7 @@ def send_outcomes(
             for (i, _, _), (_, task) in zip(outcomes, chunk)
         ]
         outcomes = Batch.like(outcomes, failed)
-    except Exception:  # anything pickling raises: nothing was sent
+    except PICKLING_ERRORS:  # anything pickling raises: nothing was sent
         outcomes = sendable_batch(outcomes, chunk, rank, host)
     _wire.send(comm, (outcomes, busy), root, Tag.RESULT)
 

@@ -11,26 +11,41 @@ function that serves tasks.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import itertools
 import logging
+import numbers
+import pickle
+import queue
 import socket
+import sys
 import threading
 import time
+import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Future
 from typing import Any
 
 from ..base import config, mpilib, poll
-from ..base.errors import RingmpiError
+from ..base.errors import RingmpiError, print_error
 from . import _leftovers as leftovers
 from . import _memory, _shared
 from . import _start as _starting
 from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
-from ._outcome import FarmStats, Outcome, TaskError, WorkerStats, check_not_in_task
+from ._outcome import (
+    FarmStats,
+    FarmTimeout,
+    InitializerError,
+    Outcome,
+    TaskError,
+    WorkerStats,
+    check_not_in_task,
+)
 from ._plan import computing, plan_workers, rank_facts
 from ._start import join
 from ._worker import Setup, serve_dynamic
@@ -46,6 +61,67 @@ class FarmBroken(BrokenExecutor):
     __module__ = "ringmpi.executor"
 
 
+class UsageError(RingmpiError, RuntimeError):
+    """The executor or the pool was used wrongly; raised alike on every rank."""
+
+    collective = True
+    # Named where users import it from, as in tracebacks.
+    __module__ = "ringmpi.executor"
+
+
+class UnpicklableCallable(RingmpiError, pickle.PicklingError):
+    """The callable given to the executor or the pool cannot travel to the workers."""
+
+    __module__ = "ringmpi.executor"
+
+
+def check_callable(fn: Any) -> None:
+    """Refuse ``fn`` where it cannot be sent to the workers: a lambda, or a
+    function or class defined inside a function (pickle sends functions and
+    classes by name). Cheap: nothing is pickled.
+
+    Raises:
+        UnpicklableCallable: ``fn`` cannot travel, at any size of the farm.
+        TypeError: ``fn`` is not callable.
+    """
+    if not callable(fn):
+        raise TypeError(f"{fn!r} is not callable")
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if isinstance(target, types.MethodType):
+        target = target.__func__
+    if not isinstance(target, (types.FunctionType, type)):
+        target = type(target)
+    name = getattr(target, "__qualname__", "")
+    if "<lambda>" in name or "<locals>" in name:
+        raise UnpicklableCallable(
+            f"the function {name} is not picklable, so it cannot be sent to the "
+            "workers; define it at module level"
+        )
+
+
+def check_comm(comm, root: int):
+    """Return the communicator (default ``COMM_WORLD``) once ``root`` is one
+    of its ranks and it is an intracommunicator, as ``MPICommExecutor`` checks.
+
+    Raises:
+        ValueError: an intercommunicator, or a root out of range.
+    """
+    from mpi4py import MPI
+
+    if comm is None:
+        comm = MPI.COMM_WORLD
+    if not isinstance(comm, MPI.Comm) or comm == MPI.COMM_NULL:
+        raise ValueError(f"expected an MPI communicator, not {comm!r}")
+    if comm.Is_inter():
+        raise ValueError("expected an intracommunicator, not an intercommunicator")
+    size = comm.Get_size()
+    if not (isinstance(root, numbers.Integral) and 0 <= root < size):
+        raise ValueError(f"expected a root rank in [0, {size}), not {root!r}")
+    return comm
+
+
 #: A task as the workers run it: ``(fn, args, kwargs)``.
 Call = tuple[Any, tuple[Any, ...], dict[str, Any]]
 
@@ -54,6 +130,54 @@ def apply(task: Call) -> Any:
     """Run one ``(fn, args, kwargs)`` task: the function every worker serves."""
     fn, args, kwargs = task
     return fn(*args, **kwargs)
+
+
+class Callbacks:
+    """Runs futures' done-callbacks on a thread of their own, so that one that
+    blocks (waits on another future) cannot stop the thread that makes the
+    MPI calls; callbacks of futures done elsewhere run where they are done."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Future | None] = queue.SimpleQueue()
+        self.owner: threading.Thread | None = None
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def run(self, future: Future) -> None:
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._serve, name="ringmpi-executor-callbacks", daemon=True
+                )
+                self.thread.start()
+        self.queue.put(future)
+
+    def _serve(self) -> None:
+        while (future := self.queue.get()) is not None:
+            Future._invoke_callbacks(future)  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Run the callbacks queued so far, then stop (not from a callback)."""
+        with self.lock:
+            thread, self.thread = self.thread, None
+        if thread is not None:
+            self.queue.put(None)
+            if thread is not threading.current_thread():
+                thread.join()
+
+
+class TaskFuture(Future):
+    """A task's future; its callbacks never run on the root's MPI thread."""
+
+    def __init__(self, callbacks: Callbacks):
+        super().__init__()
+        self._callbacks = callbacks
+
+    def _invoke_callbacks(self) -> None:
+        if threading.current_thread() is self._callbacks.owner:
+            self._callbacks.run(self)
+        else:
+            super()._invoke_callbacks()  # type: ignore[misc]
 
 
 def task_exception(error: TaskError) -> BaseException:
@@ -76,6 +200,9 @@ class Futures(Hooks):
 
     def __init__(self, wake: Callable[[], None]):
         self.wake = wake
+        self.callbacks = Callbacks()
+        #: called with the error of a task whose rank's initializer failed
+        self.on_broken: Callable[[TaskError], None] | None = None
         #: index -> task and future, from ``fill`` until the outcome (root's thread)
         self.tasks: dict[int, Call] = {}
         self.futures: dict[int, Future] = {}
@@ -94,7 +221,7 @@ class Futures(Hooks):
         futures = []
         with self.lock:
             for call in calls:
-                future: Future = Future()
+                future: Future = TaskFuture(self.callbacks)
                 index = next(self.count)
                 future.add_done_callback(functools.partial(self._done, index))
                 self.queue.append((index, call, future))
@@ -168,8 +295,18 @@ class Futures(Hooks):
                 continue
             if error is None:
                 future.set_result(value)
+            elif isinstance(error.exception, InitializerError) and self.on_broken is not None:
+                self.on_broken(error)
+                future.set_exception(self.broken_by(error))
             else:
                 future.set_exception(task_exception(error))
+
+    @staticmethod
+    def broken_by(error: TaskError) -> BaseException:
+        first = str(error.exception).splitlines()[0]
+        broken = FarmBroken(f"{first} on rank {error.rank}@{error.host}")
+        broken.__cause__ = error.exception
+        return broken
 
     def fail_all(self, exc: BaseException) -> None:
         """Fail every future not yet resolved with ``exc``."""
@@ -219,6 +356,16 @@ class Service:
         )  # fmt: skip
         self.shut = False
         self.broken: BaseException | None = None
+        #: why no more tasks are taken, though leaving raises nothing (an
+        #: initializer failed)
+        self.refused: BaseException | None = None
+        #: the workers could not be released (a task ran past its time): the
+        #: job is aborted when the root exits
+        self.stuck = False
+        #: leaving the program without shutdown: wait for every pending task
+        #: (as concurrent.futures), or, for a pool, cancel what has not started
+        self.exit_cancels = False
+        self.futures.on_broken = self._initializer_failed
         self.done = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(active, idle, root_computes), daemon=True,
@@ -232,7 +379,9 @@ class Service:
                 stacklevel=3,
             )
         self._begin = time.perf_counter()
+        self.futures.callbacks.owner = self._thread
         self._thread.start()
+        _at_exit(weakref.ref(self))
 
     def _nap(self, seconds: float) -> None:
         if self._woken.wait(seconds):
@@ -263,28 +412,63 @@ class Service:
         engine = self.engine
         try:
             engine.start(active, idle, root_computes)
-            for outcomes in engine.outcomes():
-                self.futures.resolve(outcomes)
-                self.stats.elapsed = time.perf_counter() - self._begin
-            engine.drain()
-            self._attached.close()
-            leave(self.comm, self.ft, failed=bool(self.stats.lost))
-            if not self.stats.lost:
-                self.comm.Free()
+            self._serve()
         except BaseException as exc:
             if isinstance(exc, MPI.Exception):
                 log.error("the executor's root thread failed: %s", exc)
             self.broken = exc
             self.shut = True
-            self.futures.fail_all(exc)
+            if isinstance(exc, (FarmTimeout, FarmBroken)):
+                self.futures.fail_all(exc)
+            else:
+                broken = FarmBroken(f"the executor stopped: {type(exc).__name__}: {exc}")
+                broken.__cause__ = exc
+                self.futures.fail_all(broken)
+            self._release(exc)
         finally:
             self.stats.elapsed = time.perf_counter() - self._begin
             self.done.set()
+
+    def _serve(self) -> None:
+        engine = self.engine
+        for outcomes in engine.outcomes():
+            self.futures.resolve(outcomes)
+            self.stats.elapsed = time.perf_counter() - self._begin
+        engine.drain()
+        self._attached.close()
+        leave(self.comm, self.ft, failed=bool(self.stats.lost))
+        if not self.stats.lost:
+            self.comm.Free()
+
+    def _release(self, exc: BaseException) -> None:
+        """After a failure, let the workers go if they can be; else the job
+        ends when the root exits."""
+        from mpi4py import MPI
+
+        if not isinstance(exc, (FarmTimeout, MPI.Exception)):
+            try:
+                self.engine.fail()
+                self._serve()
+                return
+            except BaseException as again:
+                log.debug("the workers could not be released: %s", again)
+        self.stuck = True
+
+    def _initializer_failed(self, error: TaskError) -> None:
+        """An initializer failed: the executor is broken, as in
+        ``concurrent.futures``; the workers are let go once what runs is in."""
+        if self.refused is None:
+            self.refused = self.futures.broken_by(error)
+            self.shut = True
+            self.engine.fail()
+            self.futures.fail_all(self.refused)
 
     def submit_many(self, calls: Iterable[Call]) -> list[Future]:
         """Queue ``(fn, args, kwargs)`` tasks; return their futures in order."""
         if self.broken is not None:
             raise FarmBroken(f"the executor stopped: {self.broken}") from self.broken
+        if self.refused is not None:
+            raise FarmBroken(str(self.refused)) from self.refused.__cause__
         if self.shut:
             raise RuntimeError("cannot schedule new futures after shutdown")
         return self.futures.add(calls)
@@ -298,9 +482,37 @@ class Service:
             self.join()
 
     def join(self) -> None:
-        """Wait until the root's thread has released the workers."""
+        """Wait until the root's thread has released the workers and the
+        callbacks of the tasks have run."""
         while self._thread.is_alive():
             self._thread.join(0.5)
+        self.futures.callbacks.close()
+
+    def exit(self) -> None:
+        """The program ends: finish (or, for a pool, cancel) what is pending
+        and release the workers; abort the job if they cannot be released."""
+        if not self.done.is_set():
+            self.shutdown(wait=True, cancel_futures=self.exit_cancels)
+        if self.stuck:
+            from mpi4py import MPI
+
+            print_error(f"the farm's workers cannot be released ({self.broken}): ending the job")
+            sys.stdout.flush()
+            MPI.COMM_WORLD.Abort(1)
+
+
+def _at_exit(service: weakref.ref[Service]) -> None:
+    """Have ``service`` end with the program (weakly: it may go before)."""
+
+    def hook() -> None:
+        alive = service()
+        if alive is not None:
+            alive.exit()
+
+    try:  # before the interpreter stops its threads, as concurrent.futures does
+        threading._register_atexit(hook)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        atexit.register(hook)
 
 
 def check_options(task_timeout: float | None, memory_limit: int | str | None) -> int | None:

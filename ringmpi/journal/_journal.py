@@ -33,6 +33,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -61,6 +62,36 @@ class JournalWriteError(JournalError):
     collective = False
 
 
+#: The opcodes that start a pickled set or frozenset (protocol 4).
+_SET_OPCODES = (pickle.EMPTY_SET, pickle.FROZENSET)
+
+
+class _Canonical(pickle._Pickler):
+    """Pickles sets and frozensets with their items sorted (by their own
+    canonical pickle), so that their order, which follows the hash seed for
+    strings, does not show. The pure-Python pickler: the C one never asks
+    ``reducer_override`` about sets."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) in (set, frozenset):
+            return type(obj), (sorted(obj, key=canonical_pickle),)
+        return NotImplemented
+
+
+def canonical_pickle(obj: Any) -> bytes:
+    """Pickle ``obj`` (protocol 4) to the same bytes in any process.
+
+    The ordinary pickle, unless a set or frozenset is in it: its order follows
+    ``PYTHONHASHSEED`` for strings, so it is pickled again with sorted items.
+    """
+    data = pickle.dumps(obj, protocol=4)
+    if not any(opcode in data for opcode in _SET_OPCODES):
+        return data
+    file = io.BytesIO()
+    _Canonical(file, protocol=4).dump(obj)
+    return file.getvalue()
+
+
 @dataclass(frozen=True)
 class Identity:
     """What makes two runs the same run: a resume must match it.
@@ -85,7 +116,7 @@ class Identity:
             spec = getattr(sys.modules["__main__"], "__spec__", None)
             module = spec.name if spec is not None else module
         name = f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
-        digest = hashlib.sha256(pickle.dumps(list(tasks), protocol=4)).hexdigest()
+        digest = hashlib.sha256(canonical_pickle(list(tasks))).hexdigest()
         return cls(name, len(tasks), digest, json.dumps(options or {}, sort_keys=True))
 
     def describe(self) -> str:

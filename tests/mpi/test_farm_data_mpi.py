@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -338,3 +340,63 @@ def test_the_executor_and_the_pool_hold_tasks_to_the_memory_limit(comm, collecti
                 with pytest.raises(MemoryError, match="past the memory limit of 400 MiB"):
                     pool.map(greedy, range(40))
                 assert len(pool.map(greedy, [i for i in range(40) if i != GREEDY])) == 39
+
+
+def _row(i):
+    return shared()["table"][i], (shared()["table"][i : i + 1],)
+
+
+@pytest.mark.parametrize("schedule", ["dynamic", "static"])
+def test_results_that_are_views_of_shared_data_are_copies(comm, collectively, schedule):
+    # Computed on the root (at one or two ranks the root computes), a view of
+    # the window would point into memory freed when the farm ends.
+    table = np.arange(64 * 8, dtype=np.float64).reshape(64, 8)
+    with collectively:
+        data = {"table": table} if comm.Get_rank() == 0 else None
+        tasks = range(64) if comm.Get_rank() == 0 else None
+        results = farm_map(comm, _row, tasks, shared=data, schedule=schedule)
+        # A second farm's window takes the memory the first one freed.
+        other = {"table": -table} if comm.Get_rank() == 0 else None
+        farm_map(comm, _row, tasks, shared=other, schedule=schedule)
+        if comm.Get_rank() == 0:
+            assert all(np.array_equal(row, table[i]) for i, (row, _) in enumerate(results))
+            assert all(np.array_equal(part[0][0], table[i]) for i, (_, part) in enumerate(results))
+
+
+def _kinds(_i):
+    data = shared()
+    masked, matrix, records = data["masked"], data["matrix"], data["records"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        product = (matrix * matrix).tolist()
+    return (
+        type(masked).__name__,
+        float(masked.mean()),
+        type(matrix).__name__,
+        product,
+        type(records).__name__,
+        records.b.tolist(),
+    )
+
+
+def test_shared_arrays_keep_their_type(comm, collectively):
+    masked = np.ma.MaskedArray([1.0, 1.0, 1000.0], mask=[False, False, True])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        matrix = np.matrix([[1, 2], [3, 4]])
+    records = np.rec.fromrecords([(1, 2.5), (2, 3.5)], names="a,b")
+    with collectively:
+        data = {"masked": masked, "matrix": matrix, "records": records}
+        data = data if comm.Get_rank() == 0 else None
+        tasks = range(comm.Get_size() * 2) if comm.Get_rank() == 0 else None
+        results = farm_map(comm, _kinds, tasks, shared=data)
+        if comm.Get_rank() == 0:
+            expected = (
+                "MaskedArray",
+                1.0,
+                "matrix",
+                [[7, 10], [15, 22]],
+                "recarray",
+                [2.5, 3.5],
+            )
+            assert all(result == expected for result in results), results[0]

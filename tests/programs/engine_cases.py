@@ -54,6 +54,116 @@ def stops_itself(i: int) -> int:
     return i
 
 
+def _raise(kind: type[BaseException]):
+    raise kind("on purpose")
+
+
+class Hostile:
+    """Pickles badly: raises ``kind`` when pickled (``when="dump"``) or when
+    unpickled (``"load"``)."""
+
+    def __init__(self, kind: type[BaseException], when: str):
+        self.kind, self.when = kind, when
+
+    def __reduce__(self):
+        if self.when == "dump":
+            raise self.kind("on purpose")
+        return (_raise, (self.kind,))
+
+
+def name_of(x) -> str:
+    return type(x).__name__
+
+
+def returns_hostile(kind: type[BaseException], when: str) -> Hostile:
+    return Hostile(kind, when)
+
+
+#: (what the task gets or returns, whether it is the result) per bad task
+HOSTILE = [
+    (ValueError, "dump", False),
+    (SystemExit, "dump", False),
+    (ZeroDivisionError, "load", False),
+    (SystemExit, "load", False),
+    (RuntimeError, "dump", True),
+    (SystemExit, "dump", True),
+    (ValueError, "load", True),
+    (SystemExit, "load", True),
+]
+
+
+def hostile_calls(travels: bool = True):
+    """20 innocent tasks with the bad ones among them: ``(fn, args, bad)``.
+
+    A result that fails to unpickle on the root fails the tasks reported with
+    it (that ended on its worker within a few ms): those are left out here
+    and tried alone. Where nothing travels (one rank) only what raises when
+    pickled is bad, and only as a result."""
+    calls = [(square, (i,), False) for i in range(20)]
+    for k, (kind, when, result) in enumerate(HOSTILE):
+        if result and when == "load":
+            continue
+        if not travels and not result:
+            calls.insert(2 * k + 1, (name_of, (Hostile(kind, when),), False))
+        elif result:
+            calls.insert(2 * k + 1, (returns_hostile, (kind, when), True))
+        else:
+            calls.insert(2 * k + 1, (name_of, (Hostile(kind, when),), True))
+    return calls
+
+
+def hostile_check(outcomes) -> str:
+    """``outcomes``: (bad, value or exception) per call, in order."""
+    good = sum(1 for bad, got in outcomes if not bad and not isinstance(got, BaseException))
+    innocent = sum(1 for bad, _ in outcomes if not bad)
+    failed = sum(1 for bad, got in outcomes if bad and isinstance(got, BaseException))
+    bad = sum(1 for bad, _ in outcomes if bad)
+    lines = all("\n" not in str(got) for _, got in outcomes if isinstance(got, BaseException))
+    return f"innocent: {good} of {innocent}, bad failed: {failed} of {bad}, one line: {lines}"
+
+
+def result_unpickles_badly(kind: type[BaseException]) -> Hostile:
+    time.sleep(0.2)  # reported alone
+    return Hostile(kind, "load")
+
+
+def pickling(ex: FarmExecutor) -> str:
+    """Pickling or unpickling that raises anything fails that task alone."""
+    calls = hostile_calls(travels=ex.workers > 1 or not ex.stats.root_computes)
+    futures = [(bad, ex.submit(fn, *args)) for fn, args, bad in calls]
+    travels = ex.workers > 1 or not ex.stats.root_computes
+    if travels:  # a result that fails to unpickle here, alone
+        for kind in (ValueError, SystemExit):
+            futures.append((True, ex.submit(result_unpickles_badly, kind)))
+            futures[-1][1].exception(timeout=60)
+    outcomes = []
+    for bad, future in futures:
+        exc = future.exception(timeout=60)
+        outcomes.append((bad, future.result() if exc is None else exc))
+    # And the executor goes on.
+    after = ex.submit(square, 12).result(timeout=60)
+    return f"{hostile_check(outcomes)}, after: {after}"
+
+
+def _apply(call):
+    fn, args = call
+    return fn(*args)
+
+
+def pickling_farm(comm) -> str:
+    """The same through farm_map, errors collected."""
+    from ringmpi.farm import TaskError, farm_map
+
+    calls = hostile_calls(travels=comm.Get_size() > 1)
+    tasks = [(fn, args) for fn, args, _ in calls] if comm.Get_rank() == 0 else None
+    results = farm_map(comm, _apply, tasks, errors="collect", chunksize=3)
+    if results is None:
+        return ""
+    outcomes = [(bad, got) for (_, _, bad), got in zip(calls, results)]
+    typed = all(isinstance(got, (int, TaskError)) for bad, got in outcomes if bad)
+    return f"{hostile_check(outcomes)}, typed: {typed}"
+
+
 def started() -> int:
     return len(list(HOLD.glob("started-*")))
 
@@ -190,6 +300,7 @@ EXECUTOR_MODES = {
     "as-completed": as_completed,
     "timeout-stopped": timeout_stopped,
     "endless-executor": endless_executor,
+    "pickling": pickling,
 }
 
 
@@ -201,7 +312,7 @@ def main(argv) -> int:
             if ex is not None:
                 print(EXECUTOR_MODES[MODE](ex), flush=True)
         return 0
-    line = {"endless": endless, "terminate": terminate}[MODE](comm)
+    line = {"endless": endless, "terminate": terminate, "pickling-farm": pickling_farm}[MODE](comm)
     if line:
         print(line, flush=True)
     return 0
