@@ -535,7 +535,7 @@ def test_a_task_calling_a_collective_ends_with_task_timeout(mpirun, tmp_path):
 
 
 def test_readme_documents_a_task_calling_a_collective():
-    readme = (helper.ROOT / "README.md").read_text()
+    readme = (helper.ROOT / "docs" / "library" / "failures.md").read_text()
     assert "a task calls an MPI collective on `COMM_WORLD`" in readme
 
 

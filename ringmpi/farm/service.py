@@ -108,6 +108,7 @@ def check_comm(comm, root: int):
     Raises:
         ValueError: an intercommunicator, or a root out of range.
     """
+    mpilib.check_ready()  # before any MPI call: one line of ours if MPI is not up
     from mpi4py import MPI
 
     if comm is None:
