@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ..base import config, mpilib, poll
-from ..base.errors import RingmpiError, mark_degraded
+from ..base.errors import mark_degraded
 from ..journal import Identity, Journal, JournalError
 from . import _leftovers as leftovers
 from . import _memory, _shared, _stop
@@ -38,7 +38,7 @@ from ._outcome import (
     check_not_in_task,
     short_repr,
 )
-from ._plan import balance, computing, make_chunks, plan_workers, rank_facts
+from ._plan import balance, computing, make_chunks, plan_ranks, rank_facts
 from ._start import FarmAbandoned, Unusable, check_setup, join_telling, refuse_if_hosted, start
 from ._static import run_static
 from ._stop import FarmStopped, Stop
@@ -410,15 +410,9 @@ class Farm:
 
     def _plan_ranks(self, layout, ft: bool) -> tuple[list[str], Ranks]:
         """Return the hosts, and which ranks compute, from each rank's host and cores."""
-        hosts = [host for host, *_ in layout]
-        try:
-            override = self.cores or config.cores()
-        except ValueError as exc:
-            raise RingmpiError(str(exc)) from None
-        cores = [override or node for _, node, *_ in layout]
-        active, idle, root_computes = plan_workers(hosts, cores, self.root)
-        # Under a memory limit the root holds the results, not tasks.
-        root_computes = (root_computes and self.memory_limit is None) or not active
+        hosts, active, idle, root_computes = plan_ranks(
+            layout, self.cores, self.root, self.memory_limit
+        )
         if self.fault_tolerant and not ft:
             log.warning(
                 "fault tolerance is not active (%s): a lost worker will end the job",

@@ -1,6 +1,7 @@
 """Planning a farm: which ranks compute, and how tasks are cut into chunks.
 
-Pure functions, apart from :func:`node_cores` and :func:`rank_facts`, which ask the node's ranks.
+Pure functions, apart from :func:`node_cores` and :func:`rank_facts`, which ask the node's ranks,
+and :func:`plan_ranks`, which reads ``RINGMPI_CORES``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import math
 import socket
 from collections.abc import Sequence
 
+from ..base import config
+from ..base.errors import RingmpiError
 from ..base.limits import usable_cpus
 from ..base.memory import held
 
@@ -144,3 +147,33 @@ def computing(layout: Sequence[Facts], root: int = 0) -> list[tuple[int, int | N
     return [
         (rank, facts[2]) for rank, facts in enumerate(layout) if rank != root or len(layout) == 1
     ]
+
+
+def plan_ranks(
+    layout: Sequence[Facts], cores: int | None, root: int, memory_limit: int | None
+) -> tuple[list[str], list[int], list[int], bool]:
+    """Which ranks compute, from what each told the root as the farm started.
+
+    Args:
+        layout: Each rank's :data:`Facts`.
+        cores: Cores per node asked for (None: ``RINGMPI_CORES``, else detected).
+        root: The root's rank.
+        memory_limit: The farm's memory limit, if any: the root then computes
+            only when no other rank does (its limit would bind the results it
+            holds).
+
+    Returns:
+        ``(hosts, active, idle, root_computes)``.
+
+    Raises:
+        RingmpiError: ``RINGMPI_CORES`` is not a number of cores.
+    """
+    hosts = [host for host, *_ in layout]
+    try:
+        override = cores or config.cores()
+    except ValueError as exc:
+        raise RingmpiError(str(exc)) from None
+    node_cores = [override or node for _, node, *_ in layout]
+    active, idle, root_computes = plan_workers(hosts, node_cores, root)
+    root_computes = (root_computes and memory_limit is None) or not active
+    return hosts, active, idle, root_computes

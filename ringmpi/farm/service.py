@@ -46,7 +46,7 @@ from ._outcome import (
     WorkerStats,
     check_not_in_task,
 )
-from ._plan import computing, plan_workers, rank_facts
+from ._plan import computing, plan_ranks, rank_facts
 from ._start import join
 from ._worker import Setup, serve_dynamic
 
@@ -391,15 +391,9 @@ class Service:
 
     def _plan(self, layout, options: dict[str, Any]) -> tuple[list[int], list[int], bool]:
         """Decide which ranks compute; set ``stats``; return ``(active, idle, root_computes)``."""
-        hosts = [host for host, *_ in layout]
-        try:
-            override = options["cores"] or config.cores()
-        except ValueError as exc:
-            raise RingmpiError(str(exc)) from None
-        cores = [override or node for _, node, *_ in layout]
-        active, idle, root_computes = plan_workers(hosts, cores, self.root)
-        # Under a memory limit the root holds the results, not tasks.
-        root_computes = (root_computes and self.memory_limit is None) or not active
+        hosts, active, idle, root_computes = plan_ranks(
+            layout, options["cores"], self.root, self.memory_limit
+        )
         self.stats = FarmStats(idle_ranks=idle, root_computes=root_computes, hosts=hosts)
         self.stats.workers = [WorkerStats(r, hosts[r]) for r in active]
         if root_computes:
