@@ -15,6 +15,8 @@ import re
 import sys
 from collections.abc import Iterator
 
+from .errors import quoted
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", re.IGNORECASE)
 
@@ -35,8 +37,8 @@ def parse_size(value: int | str) -> int:
     elif isinstance(value, str) and len(value) <= 40 and (match := _SIZE.fullmatch(value)):
         size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
     else:
-        shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
-        raise ValueError(f"not a size: {shown!r} (give bytes, or a number with K, M, G or T)")
+        what = quoted(value) if isinstance(value, str) else repr(value)
+        raise ValueError(f"not a size: {what} (give bytes, or a number with K, M, G or T)")
     if size <= 0:
         raise ValueError(f"a size must be positive, not {value!r}")
     return size
