@@ -422,8 +422,10 @@ def test_large_results_wait_for_the_disk_rather_than_pile_up(tmp_path, monkeypat
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    # The bound, the batch being put, the value and its pickle: not all ten.
-    assert peak < 100 * MIB, f"the root held {peak / MIB:.0f} MiB for 160 MiB of results"
+    # The bound (32 MiB, committing or waiting), the value being pickled and
+    # its pickle's buffer (16 + 24 MiB): not all ten, and not a batch the
+    # writer committed but still holds.
+    assert peak < 88 * MIB, f"the root held {peak / MIB:.0f} MiB for 160 MiB of results"
     assert summarize(str(tmp_path / "run.db")).done == 10
     with sqlite3.connect(tmp_path / "run.db") as db:
         assert db.execute("PRAGMA page_size").fetchone()[0] == journalfile.PAGE_SIZE

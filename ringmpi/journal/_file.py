@@ -134,8 +134,7 @@ class Writer:
         size = sum(_size(row) for row in rows)
         with self._cond:
             while (
-                len(self._pending) >= self.LIMIT
-                or (self._pending and self._bytes >= self.MAX_BYTES)
+                len(self._pending) >= self.LIMIT or self._bytes >= self.MAX_BYTES
             ) and not self._ended:
                 self._hurry = self._hurry or self._bytes >= self.MAX_BYTES
                 self._cond.notify_all()
@@ -217,6 +216,8 @@ class Writer:
                     self.error = exc
                 last = time.monotonic()
                 self._done_with(work)
+                # Not held while waiting for the next: counted as gone.
+                del work
         finally:
             with self._cond:
                 if self.error is None and self._taken < self._queued:
