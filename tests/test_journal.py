@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -427,7 +428,7 @@ def test_large_results_wait_for_the_disk_rather_than_pile_up(tmp_path, monkeypat
     # writer committed but still holds.
     assert peak < 88 * MIB, f"the root held {peak / MIB:.0f} MiB for 160 MiB of results"
     assert summarize(str(tmp_path / "run.db")).done == 10
-    with sqlite3.connect(tmp_path / "run.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "run.db")) as db:
         assert db.execute("PRAGMA page_size").fetchone()[0] == journalfile.PAGE_SIZE
         (stored,) = db.execute("SELECT results FROM chunks WHERE rowid = 3").fetchone()
         assert pickle.loads(stored) == bytes([2]) * 16 * MIB
