@@ -188,3 +188,36 @@ def test_progress_bar_redraws_rarely_off_a_terminal():
             bar(done, 50_000)
     # One line at the start and at most one per 10 s, not one per task.
     assert out.getvalue().count("\r") < 10
+
+
+def test_acknowledging_failures_frees_both_groups_it_makes():
+    # Every ULFM recovery asks for two groups: neither may be left behind.
+    from ringmpi.farm import _ft
+
+    freed = []
+
+    class Group:
+        def __init__(self, ranks):
+            self.ranks = ranks
+
+        def Get_size(self):
+            return len(self.ranks)
+
+        def Translate_ranks(self, ranks, other):
+            return [other.ranks.index(self.ranks[r]) for r in ranks]
+
+        def Free(self):
+            freed.append(self.ranks)
+
+    class Comm:
+        def Ack_failed(self):
+            pass
+
+        def Get_failed(self):
+            return Group([12, 14])
+
+        def Get_group(self):
+            return Group([10, 11, 12, 13, 14])
+
+    assert _ft.acknowledge_failed(Comm()) == [2, 4]
+    assert sorted(freed) == [[10, 11, 12, 13, 14], [12, 14]]

@@ -295,11 +295,11 @@ def windowed(
                 else:
                     future = pending.popleft()
                 more(1)
-                value = future.result(left())
-                if flatten:
-                    yield from value
-                else:
-                    yield value
+                values = future.result(left())
+                # Nothing here holds a result once it is yielded (bpo-14406).
+                values = values if flatten else [values]
+                del future
+                yield from _drain(values)
             if stopped:
                 raise RuntimeError(
                     "the executor was shut down before this map's input was all read"
@@ -312,18 +312,24 @@ def windowed(
 
 
 def _completed(futures: list[Future], end: float | None, flatten: bool) -> Iterator[Any]:
-    """Yield the futures' results as they complete; cancel the rest if left early."""
+    """Yield the futures' results as they complete; cancel the rest if left early.
+
+    Each future is let go of as its result is yielded (``futures`` is emptied)."""
+    pending = set(futures)
+    futures.clear()
 
     def results() -> Iterator[Any]:
         timeout = None if end is None else end - time.monotonic()
         try:
-            for future in concurrent.futures.as_completed(futures, timeout):
-                if flatten:
-                    yield from future.result()
-                else:
-                    yield future.result()
+            for future in concurrent.futures.as_completed(pending, timeout):
+                pending.discard(future)
+                values = future.result()
+                # Nothing here holds a result once it is yielded (bpo-14406).
+                values = values if flatten else [values]
+                del future
+                yield from _drain(values)
         finally:
-            for future in futures:
+            for future in pending:
                 future.cancel()
 
     return results()
@@ -336,14 +342,20 @@ def _ordered(futures: list[Future], end: float | None, flatten: bool) -> Iterato
         try:
             futures.reverse()
             while futures:
-                future = futures.pop()
-                value = future.result(None if end is None else end - time.monotonic())
-                if flatten:
-                    yield from value
-                else:
-                    yield value
+                values = futures.pop().result(None if end is None else end - time.monotonic())
+                # Nothing here holds a result once it is yielded (bpo-14406).
+                values = values if flatten else [values]
+                yield from _drain(values)
         finally:
             for future in futures:
                 future.cancel()
 
     return results()
+
+
+def _drain(values: list[Any]) -> Iterator[Any]:
+    """Yield the items of ``values`` in order, each dropped from it as it goes,
+    so that a result the caller let go of is not kept alive here."""
+    values.reverse()
+    while values:
+        yield values.pop()

@@ -290,9 +290,10 @@ class Engine:
             else:
                 self._hand_out()
             arrived = self._take_in()
-            yield from arrived
             if not arrived and not self._pending():
                 return
+            yield from arrived
+            del arrived  # not held while the next comes: a result is the caller's alone
 
     def _pending(self) -> bool:
         return bool(

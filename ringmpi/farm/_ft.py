@@ -31,11 +31,12 @@ def is_loss(exc: Exception) -> bool:
 def acknowledge_failed(comm) -> list[int]:
     """Acknowledge the failures seen so far and return the failed ranks."""
     comm.Ack_failed()
-    group = comm.Get_failed()
+    failed, everyone = comm.Get_failed(), comm.Get_group()
     try:
-        return list(group.Translate_ranks(list(range(group.Get_size())), comm.Get_group()))
+        return list(failed.Translate_ranks(list(range(failed.Get_size())), everyone))
     finally:
-        group.Free()
+        failed.Free()
+        everyone.Free()
 
 
 def agree_on_failures(comm, failed: bool) -> None:

@@ -219,9 +219,12 @@ class Runner:
                     tasks.append(item)
                     self._busy += end - now
                     self.current = done = None
+                    del outcome, item  # in the batch now, held no longer here
                     if len(outcomes) >= REPORT_COUNT:
                         self._flush()
                 while not self.queue:
+                    # What was reported is held no longer here.
+                    outcomes, tasks, ends = None, [], []
                     if self._outcomes:
                         self._flush()  # out of work: report at once
                         if self.on_idle is not None:
@@ -244,11 +247,7 @@ class Runner:
                     self._outcomes.start = now + offset
                     self._outcomes.ends = []
                 self.current, self._told, self.began = (item[0], item[1], now + offset), False, now
-            index, task = item
-            value, exc = call(fn, task)
-            end = clock()
-            error = None if exc is None else describe_error(exc, index, task, rank, host)
-            done = ((index, value, error), item, end)
+            done = _run_one(fn, item, clock, rank, host)
 
     def _flush(self) -> None:
         outcomes, tasks, busy = self._outcomes, self._tasks, self._busy
@@ -263,6 +262,22 @@ class Runner:
         if self.current is not None:  # the next report begins with it
             self._outcomes.start, self._outcomes.ends = self.current[2], []
         self.report(outcomes, busy, tasks)
+
+
+def _run_one(
+    fn: Callable[[Any], Any],
+    item: tuple[int, Any],
+    clock: Callable[[], float],
+    rank: int,
+    host: str,
+) -> tuple[Outcome, tuple[int, Any], float]:
+    """Run one task; return its outcome, the task and when it ended (the
+    task's value and error live in this frame only, not in the runner's)."""
+    index, task = item
+    value, exc = call(fn, task)
+    end = clock()
+    error = None if exc is None else describe_error(exc, index, task, rank, host)
+    return (index, value, error), item, end
 
 
 def serve_dynamic(comm, root: int) -> None:

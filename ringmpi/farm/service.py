@@ -156,6 +156,7 @@ class Callbacks:
     def _serve(self) -> None:
         while (future := self.queue.get()) is not None:
             Future._invoke_callbacks(future)  # type: ignore[attr-defined]
+            del future  # nor its result, while the next is awaited
 
     def close(self) -> None:
         """Run the callbacks queued so far, then stop (not from a callback)."""
@@ -428,6 +429,7 @@ class Service:
         engine = self.engine
         for outcomes in engine.outcomes():
             self.futures.resolve(outcomes)
+            del outcomes  # not held while the next are awaited
             self.stats.elapsed = time.perf_counter() - self._begin
         engine.drain()
         self._attached.close()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import gc
 import os
 import time
+import weakref
 from concurrent.futures import (
     ALL_COMPLETED,
     FIRST_COMPLETED,
@@ -257,6 +259,65 @@ def test_a_task_that_cannot_travel_fails_alone(comm, collectively):
         if comm.Get_size() > 1:
             assert bad.exception() is not None
         assert ex.submit(square, 3).result() == 9  # the executor goes on
+
+    with collectively:
+        on_root(comm, body)
+
+
+class Token:
+    """A result or a callable's owner whose lifetime the tests watch."""
+
+    def method(self):
+        return None
+
+
+def make_token(_x):
+    return Token()
+
+
+def collected(ref, seconds=30.0):
+    """Whether the object behind the weak reference ``ref`` goes (the executor
+    may drop its last reference on its own thread a moment later)."""
+    deadline = time.monotonic() + seconds
+    while ref() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.005)
+    return ref() is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"unordered": True},
+        {"chunksize": 4},
+        {"buffersize": 3},
+        {"chunksize": 2, "unordered": True},
+    ],
+)
+def test_map_lets_go_of_each_result_it_yielded(comm, collectively, options):
+    # CPython bpo-14406: the iterator holds no result the caller has dropped.
+    def body(ex):
+        seen = 0
+        for token in ex.map(make_token, range(10), **options):
+            ref = weakref.ref(token)
+            del token
+            assert collected(ref), f"result {seen} outlived its yield"
+            seen += 1
+        assert seen == 10
+
+    with collectively:
+        on_root(comm, body)
+
+
+def test_a_done_task_lets_go_of_its_callable(comm, collectively):
+    # CPython's test_no_stale_references: the executor holds no task it ran.
+    def body(ex):
+        token = Token()
+        ref = weakref.ref(token)
+        ex.submit(token.method).result()
+        del token
+        assert collected(ref), "the task's callable outlived the task"
 
     with collectively:
         on_root(comm, body)

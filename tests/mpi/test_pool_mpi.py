@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -112,3 +114,20 @@ def test_close_join_terminate(comm, collectively):
             with pytest.raises(ValueError):
                 pool.apply(square, (2,))
         pool.wait()
+
+
+def test_a_pool_dropped_without_close_is_collected(comm, collectively):
+    # Nothing of the library keeps a root's pool alive (an exit hook holds
+    # only its service, weakly); closing what it left is the service's part.
+    with collectively:
+        pool = FarmPool(comm)
+        if pool.is_master():
+            service = pool._service
+            assert pool.map(abs, [-1, -2]) == [1, 2]
+            ref = weakref.ref(pool)
+            del pool
+            gc.collect()
+            assert ref() is None
+            service.shutdown(wait=True)
+        else:
+            pool.wait()
