@@ -116,7 +116,9 @@ class FarmExecutor(Executor):
 
     def __enter__(self) -> FarmExecutor | None:  # type: ignore[override]
         if self._entered:
-            raise UsageError("a FarmExecutor can be entered only once: make a new one")
+            raise UsageError(
+                "this FarmExecutor is in use already: leave its block before entering it again"
+            )
         self._entered = True
         if self._hosted is not None:
             self._hosted.begin(self._options)
@@ -130,6 +132,9 @@ class FarmExecutor(Executor):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # Entered again afterwards, it starts a new farm (as mpi4py's
+        # MPICommExecutor makes a new executor); stats stay the last one's.
+        self._entered = False
         if self._service is None:
             return
         self.shutdown(wait=True, cancel_futures=exc is not None)
@@ -146,6 +151,19 @@ class FarmExecutor(Executor):
     def workers(self) -> int:
         """How many ranks compute tasks (the root included when it does)."""
         return self._running().workers
+
+    @property
+    def num_workers(self) -> int:
+        """:attr:`workers`, or 0 once shut down or broken (``mpi4py.futures``' name)."""
+        service = self._running()
+        return 0 if service.shut or service.broken is not None else service.workers
+
+    def bootup(self, wait: bool = True) -> FarmExecutor:
+        """Return the executor, ready for tasks (``mpi4py.futures``' name): it
+        started when entered, or under ``ringmpi.run`` it starts now."""
+        if self._running().shut:
+            raise RuntimeError("cannot bootup after shutdown")
+        return self
 
     def _running(self) -> Service:
         if self._service is None and self._hosted is not None and not self._entered:
@@ -195,6 +213,33 @@ class FarmExecutor(Executor):
         travel as one; queued tasks travel together anyway when they wait.
         ``unordered=True`` yields the results as they complete.
         """
+        sized = all(hasattr(it, "__len__") for it in iterables)
+        return self._map(fn, zip(*iterables), sized, timeout, chunksize, buffersize, unordered)
+
+    def starmap(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Sequence[Any]],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        unordered: bool = False,
+    ) -> Iterator[Any]:
+        """``fn(*args)`` for each ``args`` of ``iterable``, as :meth:`map` runs
+        ``fn`` (``itertools.starmap``; ``mpi4py.futures``' ``starmap``)."""
+        sized = hasattr(iterable, "__len__")
+        return self._map(fn, iter(iterable), sized, timeout, chunksize, buffersize, unordered)
+
+    def _map(
+        self,
+        fn: Callable[..., Any],
+        argsets: Iterator[Any],
+        sized: bool,
+        timeout: float | None,
+        chunksize: int,
+        buffersize: int | None,
+        unordered: bool,
+    ) -> Iterator[Any]:
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if buffersize is not None and buffersize < 1:
@@ -202,15 +247,14 @@ class FarmExecutor(Executor):
         end = None if timeout is None else timeout + time.monotonic()
         service = self._running()
         check_callable(fn)
-        argsets = zip(*iterables)
         flatten = chunksize > 1
         calls: Iterator[Any]
         if flatten:
             chunks = iter(lambda: list(itertools.islice(argsets, chunksize)), [])
             calls = ((_starmap_chunk, (fn, chunk), {}) for chunk in chunks)
         else:
-            calls = ((fn, args, {}) for args in argsets)
-        if buffersize is None and all(hasattr(it, "__len__") for it in iterables):
+            calls = ((fn, tuple(args), {}) for args in argsets)
+        if buffersize is None and sized:
             futures = service.submit_many(calls)
             if unordered:
                 return _completed(futures, end, flatten)

@@ -28,9 +28,18 @@ import multiprocessing
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]  # not in typeshed
 from typing import Any
 
-from ..farm.service import Service, UsageError, check_callable, check_comm, start
+from ..farm import TaskError
+from ..farm.service import (
+    Service,
+    UsageError,
+    check_callable,
+    check_comm,
+    start,
+    task_exception,
+)
 from . import _hosted
 from ._executor import PULLED, _completed, _ordered, windowed
 
@@ -120,6 +129,17 @@ class AsyncResult:
         return self._value()
 
 
+def _pool_exception(error: TaskError) -> BaseException:
+    """What a pool's task raises: as the executor's, but a result that could
+    not be sent back is ``multiprocessing``'s ``MaybeEncodingError``."""
+    if error.unsendable is None or error.exception is None:
+        return task_exception(error)
+    encoding = MaybeEncodingError(error.exception, None)
+    encoding.value = error.unsendable
+    encoding.__cause__ = error.exception
+    return encoding
+
+
 def _check_chunksize(chunksize: Any) -> None:
     if not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
@@ -192,6 +212,7 @@ class FarmPool:
             # is cancelled then, as terminate() does (the hook holds the
             # service weakly, not the pool).
             self._service.exit_cancels = True
+            self._service.futures.exception_of = _pool_exception
 
     # -- roles (schwimmbad's names) ---------------------------------------------
 
@@ -203,17 +224,22 @@ class FarmPool:
         """Whether this rank serves tasks."""
         return self._service is None
 
-    def wait(self) -> None:
-        """On a worker, serve tasks until the root closes the pool; on the root,
-        return at once."""
+    def wait(self, callback: Callable[[], Any] | None = None) -> None:
+        """On a worker, serve tasks until the root closes the pool, then call
+        ``callback()`` if given (as schwimmbad's ``MPIPool.wait``); on the
+        root, return at once."""
         serve, self._serve = self._serve, None
         if serve is not None:
             serve()
+            if callback is not None:
+                callback()
 
     def __enter__(self) -> FarmPool | None:
         if self._service is None:
             self.wait()
             return None
+        if self._closed:
+            raise ValueError("Pool not running")
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -286,9 +312,45 @@ class FarmPool:
         futures = self._submit([(func, tuple(args), dict(kwds or {}))])
         return AsyncResult(futures, lambda values: values[0], callback, error_callback)
 
-    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize=None) -> list:
-        """``[func(x) for x in iterable]`` over the workers, in chunks."""
-        return self.map_async(func, iterable, chunksize).get()
+    def map(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+    ) -> list:
+        """``[func(x) for x in iterable]`` over the workers, in chunks.
+
+        ``callback(result)``, if given, is called here for each result as it
+        arrives (schwimmbad's ``map(worker, tasks, callback)``; a callable in
+        ``chunksize``'s place is taken for it).
+        """
+        if callable(chunksize) and callback is None:
+            chunksize, callback = None, chunksize
+        if callback is None:
+            return self.map_async(func, iterable, chunksize).get()
+        self._check(func)
+        futures = self._map_futures(_map_chunk, func, iterable, chunksize)
+        for future in concurrent.futures.as_completed(futures):
+            for value in future.result():
+                callback(value)
+        return _flatten([future.result() for future in futures])
+
+    def batched_map(
+        self, func: Callable[[Any], Any], iterable: Iterable[Any], *args: Any, **kwargs: Any
+    ) -> list:
+        """schwimmbad's ``batched_map``: the tasks cut into :attr:`size` batches,
+        each sent as ``((start, end), tasks[start:end])``; return the results
+        of ``func`` for the batches, in order. Further arguments go to :meth:`map`."""
+        tasks = list(iterable)
+        count = max(1, min(self.size, len(tasks)))
+        size, extra = divmod(len(tasks), count)
+        batches, start = [], 0
+        for i in range(count if tasks else 0):
+            end = start + size + (i < extra)
+            batches.append(((start, end), tasks[start:end]))
+            start = end
+        return self.map(func, batches, *args, **kwargs)
 
     def map_async(
         self,
@@ -320,9 +382,12 @@ class FarmPool:
 
     def _map_async(self, runner, func, iterable, chunksize, callback, error_callback):
         self._check(func)
-        chunks = self._chunks(list(iterable), chunksize)
-        futures = self._submit((runner, (func, chunk), {}) for chunk in chunks)
+        futures = self._map_futures(runner, func, iterable, chunksize)
         return AsyncResult(futures, _flatten, callback, error_callback)
+
+    def _map_futures(self, runner, func, iterable, chunksize) -> list[Future]:
+        chunks = self._chunks(list(iterable), chunksize)
+        return self._submit((runner, (func, chunk), {}) for chunk in chunks)
 
     def imap(
         self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int = 1

@@ -97,6 +97,11 @@ class RemoteTraceback(Exception):
         super().__init__(text)
         self.text = text
 
+    @property
+    def tb(self) -> str:
+        """The traceback text (the name ``concurrent.futures`` gives it)."""
+        return self.text
+
     def __str__(self) -> str:
         return self.text
 
@@ -113,6 +118,8 @@ class TaskError(Exception):
         remote_traceback: The traceback text from the worker.
         exception: The original exception when it could be pickled (else
             None), with the remote traceback as its ``__cause__``.
+        unsendable: For a result that could not be pickled on its way back,
+            its ``repr`` (cut short); else None. ``exception`` is then why.
     """
 
     def __init__(self, index: int, task: str, rank: int, host: str, summary: str, remote_tb: str):
@@ -124,8 +131,10 @@ class TaskError(Exception):
         self.summary = summary
         self.remote_traceback = remote_tb
         self.exception: BaseException | None = None
+        self.unsendable: str | None = None
 
     def __setstate__(self, state: dict[str, Any] | None) -> None:
+        self.unsendable = None  # absent from what older versions sent
         self.__dict__.update(state or {})
         if self.exception is not None and self.exception.__cause__ is None:
             self.exception.__cause__ = RemoteTraceback(self.remote_traceback)
@@ -379,7 +388,15 @@ def sendable(outcome: Outcome, task: Any, rank: int, host: str) -> Outcome:
     except PICKLING_ERRORS as exc:
         what = "result" if error is None else "error"
         summary = f"the {what} could not be pickled: {type(exc).__name__}: {exc}"
-        return (index, None, TaskError(index, short_repr(task), rank, host, summary, ""))
+        if error is not None:
+            return (index, None, TaskError(index, short_repr(task), rank, host, summary, ""))
+        # As concurrent.futures does, the future raises why (a TypeError, a
+        # PicklingError...), and a pool says MaybeEncodingError.
+        failed = TaskError(index, short_repr(task), rank, host, summary, format_exception(exc))
+        failed.unsendable = short_repr(value)
+        reason = exc if isinstance(exc, Exception) and _pickles(exc) else None
+        failed.exception = reason or pickle.PicklingError(f"{type(exc).__name__}: {exc}")
+        return (index, None, failed)
 
 
 def sendable_batch(

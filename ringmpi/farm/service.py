@@ -205,6 +205,8 @@ class Futures(Hooks):
         self.callbacks = Callbacks()
         #: called with the error of a task whose rank's initializer failed
         self.on_broken: Callable[[TaskError], None] | None = None
+        #: the exception a failed task's future raises (a pool has its own)
+        self.exception_of: Callable[[TaskError], BaseException] = task_exception
         #: index -> task and future, from ``fill`` until the outcome (root's thread)
         self.tasks: dict[int, Call] = {}
         self.futures: dict[int, Future] = {}
@@ -301,7 +303,7 @@ class Futures(Hooks):
                 self.on_broken(error)
                 future.set_exception(self.broken_by(error))
             else:
-                future.set_exception(task_exception(error))
+                future.set_exception(self.exception_of(error))
 
     @staticmethod
     def broken_by(error: TaskError) -> BaseException:

@@ -10,6 +10,7 @@ import concurrent.futures
 import functools
 import gc
 import os
+import pickle
 import time
 import weakref
 from concurrent.futures import (
@@ -318,6 +319,60 @@ def test_a_done_task_lets_go_of_its_callable(comm, collectively):
         ex.submit(token.method).result()
         del token
         assert collected(ref), "the task's callable outlived the task"
+
+    with collectively:
+        on_root(comm, body)
+
+
+def unsendable(_x):
+    return functools.partial(lambda: None)  # holds a lambda: cannot be pickled
+
+
+def test_mpi4py_futures_names(comm, collectively):
+    def body(ex):
+        assert list(ex.starmap(add, [(1, 2), [3, 4], (5,)])) == [3, 7, 5]
+        assert list(ex.starmap(add, iter([(1, 1)] * 5), chunksize=2)) == [2] * 5
+        assert sorted(ex.starmap(add, [(i, i) for i in range(9)], unordered=True)) == [
+            2 * i for i in range(9)
+        ]
+        assert list(ex.starmap(add, ((i, 1) for i in range(7)), buffersize=2)) == list(range(1, 8))
+        assert sorted(ex.map(square, range(6), buffersize=1, unordered=True)) == [
+            x * x for x in range(6)
+        ]
+        assert ex.num_workers == ex.workers >= 1
+        assert ex.bootup() is ex and ex.bootup(wait=False) is ex
+        ex.shutdown()
+        assert ex.num_workers == 0
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            ex.bootup()
+
+    with collectively:
+        on_root(comm, body)
+
+
+def test_an_executor_is_entered_again_after_its_block(comm, collectively):
+    executor = FarmExecutor(comm)
+    with collectively:
+        with executor as ex:
+            if ex is not None:
+                assert ex.submit(square, 3).result() == 9
+                with pytest.raises(RuntimeError, match="in use already"):
+                    executor.__enter__()
+        with executor as ex:  # a new farm on the same communicator
+            if ex is not None:
+                assert list(ex.map(square, range(4))) == [0, 1, 4, 9]
+
+
+def test_a_result_that_cannot_travel_raises_why(comm, collectively):
+    # As ProcessPoolExecutor: the future raises the pickling error itself,
+    # with the remote traceback (its .tb text) as the cause.
+    def body(ex):
+        error = ex.submit(unsendable, 1).exception()
+        if comm.Get_size() > 1 or ex.workers > 1:
+            assert isinstance(error, (pickle.PicklingError, AttributeError, TypeError)), error
+            assert isinstance(error.__cause__, RemoteTraceback)
+            assert "pickle" in error.__cause__.tb
+        assert ex.submit(square, 2).result() == 4
 
     with collectively:
         on_root(comm, body)

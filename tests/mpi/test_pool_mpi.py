@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import multiprocessing.pool
 import os
 import threading
 import time
@@ -129,5 +130,67 @@ def test_a_pool_dropped_without_close_is_collected(comm, collectively):
             gc.collect()
             assert ref() is None
             service.shutdown(wait=True)
+        else:
+            pool.wait()
+
+
+def unsendable(_x):
+    return threading.Lock()
+
+
+def batch_sum(batch):
+    (start, end), values = batch
+    return (start, end, sum(values))
+
+
+def test_schwimmbad_map_callback_batched_map_and_wait_callback(comm, collectively):
+    finished = []
+    with collectively:
+        pool = FarmPool(comm)
+        if not pool.is_master():
+            pool.wait(callback=lambda: finished.append(True))
+            assert finished == [True]  # after the root closed the pool
+        else:
+            seen = []
+            assert pool.map(square, range(12), callback=seen.append) == [x * x for x in range(12)]
+            assert sorted(seen) == [x * x for x in range(12)]
+            seen.clear()
+            # schwimmbad's positional map(worker, tasks, callback)
+            assert pool.map(square, [2, 3], seen.append) == [4, 9]
+            assert sorted(seen) == [4, 9]
+            batches = pool.batched_map(batch_sum, range(10))
+            assert len(batches) == min(pool.size, 10)
+            assert batches[0][0] == 0 and batches[-1][1] == 10
+            assert all(a[1] == b[0] for a, b in zip(batches, batches[1:]))
+            assert sum(b[2] for b in batches) == sum(range(10))
+            assert pool.batched_map(batch_sum, []) == []
+            pool.wait(callback=lambda: finished.append("root"))  # the root returns at once
+            assert finished == []
+            pool.close()
+            pool.join()
+
+
+def test_multiprocessing_pool_habits(comm, collectively):
+    def body(pool):
+        # A result that cannot be sent back: multiprocessing's MaybeEncodingError.
+        with pytest.raises(multiprocessing.pool.MaybeEncodingError, match="Error sending result"):
+            pool.apply(unsendable, (1,))
+        with pytest.raises(multiprocessing.pool.MaybeEncodingError, match=r"_thread\.lock"):
+            pool.map(unsendable, range(3))
+        # The remote traceback carries .tb, as concurrent.futures' does.
+        with pytest.raises(ValueError) as info:
+            pool.apply(fails_on_three, (3,))
+        assert "fails_on_three" in info.value.__cause__.tb
+        assert pool.map(square, [3]) == [9]
+
+    with collectively:
+        on_root(comm, body)
+    with collectively:
+        pool = FarmPool(comm)
+        if pool.is_master():
+            pool.close()
+            with pytest.raises(ValueError, match="Pool not running"), pool:
+                pass
+            pool.join()
         else:
             pool.wait()
