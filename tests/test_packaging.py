@@ -228,3 +228,10 @@ def test_journal_status_needs_no_mpi(no_mpi_env, tmp_path, command):
     result = mpirun.Process([*command, "--journal", path, "--status"], env=no_mpi_env).wait()
     result.check(0)
     assert "done 4, failed 0, missing 0 of 4 tasks" in result.stdout, result.describe()
+
+
+def test_readme_stays_short():
+    # What it is, install, the programs, one example each, the tests, the
+    # site's pages: the rest belongs on the site.
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail to docs/"
