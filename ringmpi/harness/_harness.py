@@ -42,6 +42,21 @@ def _rank() -> int:
     return MPI.COMM_WORLD.Get_rank() if MPI.Is_initialized() else 0
 
 
+def _log_ours() -> None:
+    """Show the library's warnings, each with its rank, on stderr.
+
+    Only the ``ringmpi`` loggers: the root logger is left to the program
+    (a script under ``ringmpi.run`` calls ``logging.basicConfig`` itself).
+    """
+    ours = logging.getLogger("ringmpi")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"{rank_prefix()} %(levelname)s: %(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.WARNING)
+        ours.propagate = False  # not twice when the program logs to stderr too
+
+
 def rank_prefix(rank: int | None = None) -> str:
     """Return the ``[rank@host]`` prefix for per-rank diagnostics."""
     return f"[{_rank() if rank is None else rank}@{socket.gethostname()}]"
@@ -293,7 +308,7 @@ def launch(
     from mpi4py import MPI
 
     size = MPI.COMM_WORLD.Get_size()
-    logging.basicConfig(format=f"{rank_prefix()} %(levelname)s: %(message)s", level=logging.WARNING)
+    _log_ours()
     try:
         try:
             config.check()
