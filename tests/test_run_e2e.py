@@ -180,3 +180,41 @@ def test_a_bad_option_leaves_the_workers_free_for_the_next_executor(mpirun, tmp_
     assert len([line for line in result.stdout_lines if line.startswith("refused:")]) == 3
     assert "FarmUsageError" in result.stdout
     assert result.elapsed < 30
+
+
+def test_habits_from_concurrent_futures_and_multiprocessing(mpirun, tmp_path):
+    # The script owns logging; shut down before its first task, an executor
+    # refuses work; one dropped without shutdown (or a pool without close)
+    # lets the next have the workers once its tasks are done.
+    script = tmp_path / "habits.py"
+    script.write_text(
+        "import gc, logging, sys\n"
+        "from ringmpi import FarmExecutor, FarmPool\n"
+        "if __name__ == '__main__':\n"
+        "    logging.basicConfig(format='MINE %(message)s', stream=sys.stdout,"
+        " level=logging.INFO)\n"
+        "    logging.getLogger('science').info('hello')\n"
+        "    ex = FarmExecutor()\n"
+        "    ex.shutdown()\n"
+        "    try:\n"
+        "        ex.submit(abs, -1)\n"
+        "    except RuntimeError as exc:\n"
+        "        print('refused:', exc, flush=True)\n"
+        "    ex = FarmExecutor()\n"
+        "    print(ex.submit(abs, -1).result(), flush=True)\n"
+        "    del ex\n"
+        "    gc.collect()\n"
+        "    pool = FarmPool()\n"
+        "    print(pool.map(abs, [-2, -3]), flush=True)\n"
+        "    del pool\n"
+        "    gc.collect()\n"
+        "    print(FarmExecutor().submit(abs, -4).result(), flush=True)\n"
+    )
+    result = mpirun(3, "-m", "ringmpi.run", str(script), timeout=90).check(0)
+    assert result.stdout_lines == [
+        "MINE hello",
+        "refused: cannot schedule new futures after shutdown",
+        "1",
+        "[2, 3]",
+        "4",
+    ], result.describe()

@@ -27,6 +27,7 @@ import concurrent.futures
 import itertools
 import queue
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
@@ -40,6 +41,7 @@ from ..farm.service import (
     UsageError,
     check_callable,
     check_comm,
+    check_initializer,
     start,
 )
 from . import _hosted
@@ -96,6 +98,7 @@ class FarmExecutor(Executor):
         shared: Any = None,
     ):
         self._comm = check_comm(comm, root)
+        check_initializer(initializer)
         self._root = root
         self._options: dict[str, Any] = {
             "cores": cores,
@@ -108,6 +111,7 @@ class FarmExecutor(Executor):
         }
         self._service: Service | None = None
         self._entered = False
+        self._closed = False  # shut down before it started (under ringmpi.run)
         self._hosted = _hosted.current() if _hosted.is_world(comm) else None
         if self._hosted is not None and root != self._hosted.root:
             raise ValueError(
@@ -128,7 +132,10 @@ class FarmExecutor(Executor):
             return None
         self._service = service
         if self._hosted is not None and service is not None:
-            self._hosted.started(service, self.shutdown)
+            self._hosted.started(service, cancel=False)
+            # Dropped without shutdown, it lets the next executor or pool
+            # have the workers once its tasks are done (as ProcessPoolExecutor).
+            weakref.finalize(self, service.shutdown, False)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -166,6 +173,8 @@ class FarmExecutor(Executor):
         return self
 
     def _running(self) -> Service:
+        if self._service is None and self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         if self._service is None and self._hosted is not None and not self._entered:
             self.__enter__()  # a script's executor starts at its first task
         if self._service is None:
@@ -268,6 +277,8 @@ class FarmExecutor(Executor):
         yet sent."""
         if self._service is not None:
             self._service.shutdown(wait, cancel_futures)
+        elif self._hosted is not None:
+            self._closed = True  # never started: it never will
 
 
 def _starmap_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
@@ -290,18 +301,28 @@ def windowed(
     """Submit ``calls`` at most ``window`` ahead of the results taken; yield
     the results (in order, or as they complete). The first window is
     submitted now, before the first result is asked for; what reading
-    ``calls`` raises comes at once, or with ``defer`` at the first result (as
-    ``multiprocessing``'s ``imap`` does)."""
+    ``calls`` raises comes at once, or with ``defer`` after the results of
+    the calls read before it (as ``multiprocessing``'s ``imap`` does)."""
     pending: deque[Future] = deque()
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
     #: why no more could be submitted (the executor was shut down): raised
     #: once the results already submitted are all taken
     stopped: list[BaseException] = []
 
+    #: what reading ``calls`` raised (with ``defer``): raised once the results
+    #: of the calls read before it are all taken, as multiprocessing's imap does
+    broke: list[BaseException] = []
+
     def more(count: int) -> None:
-        if stopped:
+        if stopped or broke:
             return
-        batch = list(itertools.islice(calls, count))
+        batch: list[Any] = []
+        try:
+            batch.extend(itertools.islice(calls, count))
+        except Exception as exc:
+            if not defer:
+                raise
+            broke.append(exc)
         if not batch:
             return
         try:
@@ -314,20 +335,12 @@ def windowed(
             if unordered:
                 future.add_done_callback(finished.put)
 
-    failed: BaseException | None = None
-    try:
-        more(window)
-    except Exception as exc:
-        if not defer:
-            raise
-        failed = exc
+    more(window)
 
     def left() -> float | None:
         return None if end is None else max(0.0, end - time.monotonic())
 
     def results() -> Iterator[Any]:
-        if failed is not None:
-            raise failed
         try:
             while pending:
                 if unordered:
@@ -344,6 +357,8 @@ def windowed(
                 values = values if flatten else [values]
                 del future
                 yield from _drain(values)
+            if broke:
+                raise broke[0]
             if stopped:
                 raise RuntimeError(
                     "the executor was shut down before this map's input was all read"

@@ -20,6 +20,7 @@ runs on the root only).
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import runpy
 import sys
@@ -131,9 +132,13 @@ class Hosted:
         if problem is not None:
             raise HostedError(problem)
 
-    def started(self, service: Service, end: Callable[[], None]) -> None:
-        """``service`` holds the workers now; ``end()`` ends it if the script does not."""
-        self.service, self._end = service, end
+    def started(self, service: Service, cancel: bool) -> None:
+        """``service`` holds the workers now; if the script does not end it,
+        the end of the script does: after its pending tasks, or (``cancel``,
+        a pool) with them cancelled. Only the service is held, so an
+        executor or pool the script drops can be collected."""
+        self.service = service
+        self._end = functools.partial(service.shutdown, True, cancel)
 
     def close(self) -> None:
         """The script has ended: end what it left open, then release the workers."""

@@ -26,6 +26,8 @@ import concurrent.futures
 import itertools
 import multiprocessing
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]  # not in typeshed
@@ -37,6 +39,7 @@ from ..farm.service import (
     UsageError,
     check_callable,
     check_comm,
+    check_initializer,
     start,
     task_exception,
 )
@@ -55,7 +58,9 @@ def _starmap_chunk(fn: Callable[..., Any], chunk: list[Sequence[Any]]) -> list[A
 class AsyncResult:
     """The result of ``apply_async`` and ``map_async``, as ``multiprocessing``'s.
 
-    Callbacks run on the root's executor thread once every part is done.
+    Callbacks run on a thread of the root's executor once every part is
+    done; the result is ready (``wait``, ``get`` return) once they have
+    run, as ``multiprocessing``'s is.
     """
 
     def __init__(
@@ -71,7 +76,10 @@ class AsyncResult:
         self._error_callback = error_callback
         self._left = len(futures)
         self._lock = threading.Lock()
+        #: set once the callbacks have run (None: there are none)
+        self._called: threading.Event | None = None
         if callback is not None or error_callback is not None:
+            self._called = threading.Event()
             if not futures:
                 self._finish()
             for future in futures:
@@ -85,12 +93,16 @@ class AsyncResult:
             self._finish()
 
     def _finish(self) -> None:
-        error = self._error()
-        if error is None:
-            if self._callback is not None:
-                self._callback(self._value())
-        elif self._error_callback is not None:
-            self._error_callback(error)
+        try:
+            error = self._error()
+            if error is None:
+                if self._callback is not None:
+                    self._callback(self._value())
+            elif self._error_callback is not None:
+                self._error_callback(error)
+        finally:
+            assert self._called is not None
+            self._called.set()
 
     def _error(self) -> BaseException | None:
         for future in self._futures:
@@ -104,7 +116,9 @@ class AsyncResult:
         return self._combine([future.result() for future in self._futures])
 
     def ready(self) -> bool:
-        """Whether the call has completed."""
+        """Whether the call has completed (and its callback has run)."""
+        if self._called is not None:
+            return self._called.is_set()
         return all(future.done() for future in self._futures)
 
     def successful(self) -> bool:
@@ -115,7 +129,10 @@ class AsyncResult:
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until the result is available or ``timeout`` seconds pass."""
+        end = None if timeout is None else time.monotonic() + timeout
         concurrent.futures.wait(self._futures, timeout)
+        if self._called is not None:
+            self._called.wait(None if end is None else max(0.0, end - time.monotonic()))
 
     def get(self, timeout: float | None = None) -> Any:
         """Return the result; raise the task's exception, or
@@ -198,6 +215,7 @@ class FarmPool:
                  "fault_tolerant": fault_tolerant}
             )  # fmt: skip
         comm = check_comm(comm, root)
+        check_initializer(initializer)
         self._service, self._serve = start(
             comm, root, cores=cores, task_timeout=task_timeout,
             fault_tolerant=fault_tolerant, initializer=initializer, initargs=initargs,
@@ -205,7 +223,7 @@ class FarmPool:
         )  # fmt: skip
         self._closed = False
         if hosted is not None and self._service is not None:
-            hosted.started(self._service, self.terminate)
+            hosted.started(self._service, cancel=True)
         if self._service is not None:
             # A root that forgets to close the pool must not leave the
             # workers waiting forever when it exits: what has not started
@@ -213,6 +231,8 @@ class FarmPool:
             # service weakly, not the pool).
             self._service.exit_cancels = True
             self._service.futures.exception_of = _pool_exception
+            # Collected without close(), it is terminated, as multiprocessing's is.
+            weakref.finalize(self, self._service.shutdown, False, True)
 
     # -- roles (schwimmbad's names) ---------------------------------------------
 

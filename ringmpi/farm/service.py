@@ -12,6 +12,7 @@ function that serves tasks.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -182,6 +183,18 @@ class TaskFuture(Future):
             super()._invoke_callbacks()  # type: ignore[misc]
 
 
+def _notify_cancelled(future: Future) -> None:
+    """Tell ``wait()`` and ``as_completed()`` that ``future`` was cancelled.
+
+    They only see a cancelled future once its executor says so (its
+    ``set_running_or_notify_cancel()``): here, as soon as it is cancelled,
+    since it will never run. Under the future's lock, so that it is said once.
+    """
+    with future._condition:
+        if future._state == concurrent.futures._base.CANCELLED:
+            future.set_running_or_notify_cancel()
+
+
 def task_exception(error: TaskError) -> BaseException:
     """The exception a failed task's future raises: the original one when it
     travelled (its ``__cause__`` holds the remote traceback), else the
@@ -235,6 +248,7 @@ class Futures(Hooks):
 
     def _done(self, index: int, future: Future) -> None:
         if future.cancelled():
+            _notify_cancelled(future)
             with self.lock:
                 self.cancelled.append(index)
             self.wake()
@@ -512,6 +526,16 @@ def _at_exit(service: weakref.ref[Service]) -> None:
         threading._register_atexit(hook)  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):
         atexit.register(hook)
+
+
+def check_initializer(initializer: Any) -> None:
+    """Refuse an ``initializer`` that cannot be called, as ``concurrent.futures`` does.
+
+    Raises:
+        TypeError: It is not callable.
+    """
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be a callable, not {type(initializer).__name__}")
 
 
 def check_options(task_timeout: float | None, memory_limit: int | str | None) -> int | None:

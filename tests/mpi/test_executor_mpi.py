@@ -376,3 +376,29 @@ def test_a_result_that_cannot_travel_raises_why(comm, collectively):
 
     with collectively:
         on_root(comm, body)
+
+
+def test_wait_and_as_completed_see_cancelled_futures(comm, collectively, tmp_path):
+    # A cancelled future is done for wait() and as_completed() at once: the
+    # executor says so (set_running_or_notify_cancel), as ProcessPoolExecutor.
+    def body(ex):
+        gate = str(tmp_path / "gate")
+        blockers = [ex.submit(wait_for, gate, i) for i in range(ex.workers)]
+        running(blockers)
+        queued = [ex.submit(square, i) for i in range(10)]
+        assert queued[-1].cancel()
+        done, _ = wait([queued[-1]], timeout=30)
+        assert done == {queued[-1]}
+        assert list(as_completed([queued[-1]], timeout=30)) == [queued[-1]]
+        ex.shutdown(wait=False, cancel_futures=True)
+        done, not_done = wait(queued, timeout=30)
+        assert not not_done and all(f.cancelled() for f in queued)
+        open(gate, "w").close()
+
+    with collectively:
+        on_root(comm, body)
+
+
+def test_an_initializer_that_cannot_be_called_is_refused_at_once(comm, collectively):
+    with collectively, pytest.raises(TypeError, match="initializer must be a callable"):
+        FarmExecutor(comm, initializer=123)

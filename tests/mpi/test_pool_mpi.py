@@ -194,3 +194,46 @@ def test_multiprocessing_pool_habits(comm, collectively):
             pool.join()
         else:
             pool.wait()
+
+
+def raises_at(count, at):
+    for i in range(count):
+        if i == at:
+            raise KeyError(f"item {i}")
+        yield i
+
+
+def test_a_callback_has_run_once_the_result_is_ready(comm, collectively):
+    def body(pool):
+        for _ in range(20):
+            out = []
+            result = pool.map_async(int, ["1", "2"], callback=out.append)
+            result.wait()
+            assert result.ready() and out == [[1, 2]]
+            errors = []
+            failed = pool.apply_async(fails_on_three, (3,), error_callback=errors.append)
+            failed.wait()
+            assert len(errors) == 1 and not failed.successful()
+
+    with collectively:
+        on_root(comm, body)
+
+
+def test_imap_yields_what_came_before_its_input_raised(comm, collectively):
+    # As multiprocessing's: the results of the items read before the failure,
+    # then the iterable's own exception.
+    def body(pool):
+        for unordered in (False, True):
+            read = pool.imap_unordered if unordered else pool.imap
+            it = read(square, raises_at(10, 3))
+            got = [next(it) for _ in range(3)]
+            assert sorted(got) == [0, 1, 4]
+            with pytest.raises(KeyError, match="item 3"):
+                next(it)
+        it = pool.imap(square, raises_at(20, 7), 2)  # the chunk with the failure is lost
+        assert [next(it) for _ in range(6)] == [0, 1, 4, 9, 16, 25]
+        with pytest.raises(KeyError):
+            next(it)
+
+    with collectively:
+        on_root(comm, body)
