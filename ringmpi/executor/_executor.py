@@ -135,7 +135,7 @@ class FarmExecutor(Executor):
             self._hosted.started(service, cancel=False)
             # Dropped without shutdown, it lets the next executor or pool
             # have the workers once its tasks are done (as ProcessPoolExecutor).
-            weakref.finalize(self, service.shutdown, False)
+            weakref.finalize(self, service.shutdown, False).atexit = False  # type: ignore[misc]
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -27,6 +27,7 @@ import itertools
 import multiprocessing
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -157,6 +158,17 @@ def _pool_exception(error: TaskError) -> BaseException:
     return encoding
 
 
+def _collected(service: Service) -> None:
+    if not service.shut:
+        warnings.warn(
+            "a running FarmPool was collected: its work not yet started is cancelled "
+            "(call close() and join(), or use 'with')",
+            ResourceWarning,
+            stacklevel=2,
+        )
+        service.shutdown(wait=False, cancel_futures=True)
+
+
 def _check_chunksize(chunksize: Any) -> None:
     if not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
@@ -231,8 +243,9 @@ class FarmPool:
             # service weakly, not the pool).
             self._service.exit_cancels = True
             self._service.futures.exception_of = _pool_exception
-            # Collected without close(), it is terminated, as multiprocessing's is.
-            weakref.finalize(self, self._service.shutdown, False, True)
+            # Collected while running, it is terminated with a ResourceWarning,
+            # as multiprocessing's is (at exit, the service's own hook acts).
+            weakref.finalize(self, _collected, self._service).atexit = False  # type: ignore[misc]
 
     # -- roles (schwimmbad's names) ---------------------------------------------
 

@@ -119,15 +119,17 @@ def test_close_join_terminate(comm, collectively):
 
 def test_a_pool_dropped_without_close_is_collected(comm, collectively):
     # Nothing of the library keeps a root's pool alive (an exit hook holds
-    # only its service, weakly); closing what it left is the service's part.
+    # only its service, weakly); collected while running, it is terminated
+    # with a ResourceWarning, as multiprocessing's is.
     with collectively:
         pool = FarmPool(comm)
         if pool.is_master():
             service = pool._service
             assert pool.map(abs, [-1, -2]) == [1, 2]
             ref = weakref.ref(pool)
-            del pool
-            gc.collect()
+            with pytest.warns(ResourceWarning, match="running FarmPool was collected"):
+                del pool
+                gc.collect()
             assert ref() is None
             service.shutdown(wait=True)
         else:
