@@ -218,3 +218,35 @@ def test_habits_from_concurrent_futures_and_multiprocessing(mpirun, tmp_path):
         "[2, 3]",
         "4",
     ], result.describe()
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_an_executor_left_open_runs_its_tasks_after_the_script_ends(mpirun, tmp_path, how):
+    # The second task waits behind the first, which waits for the script's
+    # last line: it is sent, so pickled, after the script has ended, when its
+    # function must still be found as __main__.mark.
+    script = tmp_path / "left_open.py"
+    script.write_text(
+        "import os, time\n"
+        "from ringmpi import FarmExecutor\n"
+        "def gate(path):\n"
+        "    while not os.path.exists(path):\n"
+        "        time.sleep(0.01)\n"
+        "def mark(path):\n"
+        "    open(path, 'w').close()\n"
+        "if __name__ == '__main__':\n"
+        "    import sys\n"
+        "    ended, marked = sys.argv[1], sys.argv[2]\n"
+        "    ex = FarmExecutor()\n"
+        "    ex.submit(gate, ended)\n"
+        "    ex.submit(mark, marked).add_done_callback(\n"
+        "        lambda f: print('outcome:', f.exception(), flush=True))\n"
+        "    open(ended, 'w').close()\n"
+    )
+    target = [str(script)] if how == "script" else ["-m", "left_open"]
+    ended, marked = tmp_path / "ended", tmp_path / "marked"
+    env = {"PYTHONPATH": str(tmp_path)}
+    result = mpirun(2, "-m", "ringmpi.run", *target, str(ended), str(marked), timeout=90, env=env)
+    result.check(0)
+    assert marked.exists(), result.describe()
+    assert "outcome: None" in result.stdout, result.describe()

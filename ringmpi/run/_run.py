@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import builtins
+import io
 import os
 import runpy
 import sys
 import traceback
+import types
 from collections.abc import Sequence
 
 from .. import __version__
@@ -88,6 +91,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         session.Free()
 
 
+def _run_file(path: str) -> None:
+    """Run the file at ``path`` as ``python path`` does: in a module named
+    ``__main__`` that stays ``sys.modules["__main__"]`` once it has run.
+
+    Not ``runpy.run_path``, which puts the module back when the script
+    ends: the tasks of an executor the script left open are pickled after
+    that, and its functions must still be found as ``__main__.name``.
+    """
+    with io.open_code(path) as file:
+        code = compile(file.read(), path, "exec", dont_inherit=True)
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    _stay_main(module, {})
+    exec(code, module.__dict__)
+
+
+def _stay_main(module: types.ModuleType, names: dict[str, object]) -> None:
+    """Make ``module`` (holding ``names``) ``__main__`` until the job ends."""
+    module.__dict__.update(names)
+    module.__dict__.setdefault("__builtins__", builtins)
+    sys.modules["__main__"] = module
+
+
 def run_script(target: Main) -> int:
     """Run the script as ``__main__``; return its exit status.
 
@@ -97,11 +123,12 @@ def run_script(target: Main) -> int:
     sys.argv = list(target.argv)
     try:
         if target.module is not None:
-            runpy.run_module(target.module, run_name="__main__", alter_sys=True)
+            names = runpy.run_module(target.module, run_name="__main__", alter_sys=True)
+            _stay_main(types.ModuleType("__main__"), names)
         else:
             assert target.path is not None
             sys.path[0] = os.path.dirname(os.path.realpath(target.path))
-            runpy.run_path(target.path, run_name="__main__")
+            _run_file(target.path)
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
