@@ -172,12 +172,17 @@ def test_a_bad_option_leaves_the_workers_free_for_the_next_executor(mpirun, tmp_
         "        FarmPool(memory_limit='1M')\n"
         "    except Exception as exc:\n"
         "        print('refused:', type(exc).__name__, flush=True)\n"
+        "    for make in (FarmPool, FarmExecutor):\n"
+        "        try:\n"
+        "            make(initializer=123)\n"
+        "        except TypeError as exc:\n"
+        "            print('refused:', exc, flush=True)\n"
         "    with FarmExecutor() as ex:\n"
         "        print(ex.submit(abs, -5).result(), flush=True)\n"
     )
     result = mpirun(3, "-m", "ringmpi.run", str(script), timeout=60).check(0)
     assert result.stdout_lines[-1] == "5", result.describe()
-    assert len([line for line in result.stdout_lines if line.startswith("refused:")]) == 3
+    assert len([line for line in result.stdout_lines if line.startswith("refused:")]) == 5
     assert "FarmUsageError" in result.stdout
     assert result.elapsed < 30
 

@@ -216,6 +216,7 @@ class FarmPool:
         memory_limit: int | str | None = None,
         shared: Any = None,
     ):
+        check_initializer(initializer)  # before any worker is called
         hosted = _hosted.current() if _hosted.is_world(comm) else None
         if hosted is not None:
             if root != hosted.root:
@@ -227,7 +228,6 @@ class FarmPool:
                  "fault_tolerant": fault_tolerant}
             )  # fmt: skip
         comm = check_comm(comm, root)
-        check_initializer(initializer)
         self._service, self._serve = start(
             comm, root, cores=cores, task_timeout=task_timeout,
             fault_tolerant=fault_tolerant, initializer=initializer, initargs=initargs,
