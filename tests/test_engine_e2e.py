@@ -170,6 +170,19 @@ def test_an_executor_used_without_with_says_so_once(n):
 
 
 @pytest.mark.parametrize("n", [1, 3])
+def test_a_plain_script_that_uses_an_executor_without_with_gets_one_line(n):
+    result = run_hostile(n, "no-with-map", timeout=30)
+    assert result.returncode != 0, result.describe()
+    lines = Path(HOSTILE).read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.endswith("# the line named"))
+    assert result.error_lines == [
+        "error: use the executor inside 'with FarmExecutor(...) as ex:' on every rank, "
+        f"and only the root's ex (the others get None) ({HOSTILE}, line {line})"
+    ], result.describe()
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("n", [1, 3])
 def test_a_task_generator_that_raises_on_the_root_releases_the_workers_at_once(n):
     result = helper.run_mpiexec(
         n, HOSTILE, "generator", timeout=60, env={"RINGMPI_JOIN_TIMEOUT": "20"}

@@ -157,3 +157,33 @@ def write_stderr(text: str) -> None:
 
 def print_error(message: str) -> None:
     write_stderr(f"error: {message}")
+
+
+def raised_alike(exc: RingmpiError, speaks: bool) -> RingmpiError:
+    """Mark ``exc``, which every rank raises alike, for a plain script's end.
+
+    If nothing catches it, the rank that ``speaks`` prints it as one
+    ``error:`` line, with the script's line that led to it, and the other
+    ranks print nothing: not the same traceback from every rank. Any other
+    uncaught exception goes to the hook that was in place.
+    """
+    exc.speaks = speaks  # type: ignore[attr-defined]
+    if sys.excepthook is not _one_line:
+        _previous_hook[0] = sys.excepthook
+        sys.excepthook = _one_line
+    return exc
+
+
+_previous_hook = [sys.excepthook]
+_OURS = __file__.rsplit("/base/", 1)[0]
+
+
+def _one_line(kind, exc, tb) -> None:
+    speaks = getattr(exc, "speaks", None)
+    if not isinstance(exc, RingmpiError) or speaks is None:
+        _previous_hook[0](kind, exc, tb)
+        return
+    if speaks:
+        theirs = [f for f in traceback.extract_tb(tb) if not f.filename.startswith(_OURS)]
+        where = f" ({theirs[-1].filename}, line {theirs[-1].lineno})" if theirs else ""
+        print_error(f"{exc}{where}")

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
 
+from ..base.errors import raised_alike
 from ..farm import FarmStats
 from ..farm.service import (
     FarmBroken,
@@ -178,10 +179,11 @@ class FarmExecutor(Executor):
         if self._service is None and self._hosted is not None and not self._entered:
             self.__enter__()  # a script's executor starts at its first task
         if self._service is None:
-            raise UsageError(
+            error = UsageError(
                 "use the executor inside 'with FarmExecutor(...) as ex:' on every rank, "
                 "and only the root's ex (the others get None)"
             )
+            raise raised_alike(error, speaks=self._comm.Get_rank() == self._root)
         return self._service
 
     def __reduce__(self):

@@ -14,7 +14,7 @@
 * ``misuse``: bad roots, an intercommunicator, a lambda, the executor or a
   communicator as a task's argument;
 * ``no-with-submit``: every rank submits to an executor never entered (under
-  ``launch``).
+  ``launch``); ``no-with-map``: every rank maps on one, in a plain script.
 """
 
 from __future__ import annotations
@@ -244,6 +244,9 @@ def main() -> int:
         from ringmpi.harness import launch
 
         return launch(no_with_submit, [])
+    if MODE == "no-with-map":
+        print(list(FarmExecutor(comm).map(square, range(4))))  # the line named
+        return 0
     if MODE in ("no-with", "no-with-nowait"):
         ex = FarmExecutor(comm).__enter__()
         if ex is not None:
