@@ -39,6 +39,7 @@ from ..base.errors import RingmpiError, format_exception
 from . import _ft, _shared, _wire
 from ._outcome import (
     PICKLING_ERRORS,
+    UNPICKLING_ERRORS,
     Batch,
     FarmStats,
     FarmTimeout,
@@ -536,7 +537,7 @@ class Engine:
                 rank = status.Get_source()
                 try:
                     batch, busy = _wire.received(self.comm, message.recv(), rank)
-                except PICKLING_ERRORS as exc:  # read, but not understood
+                except UNPICKLING_ERRORS as exc:  # read, but not understood
                     self._unreadable_report(rank, exc)
                     message = self.comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)
                     continue

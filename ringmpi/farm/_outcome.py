@@ -19,6 +19,11 @@ Outcome = tuple[int, Any, "TaskError | None"]
 #: survives: anything an object's ``__reduce__``/``__setstate__`` raises,
 #: ``sys.exit`` included; a Ctrl-C still stops the run.
 PICKLING_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, GeneratorExit)
+#: What unpickling a message the farm received may raise and the farm
+#: survives: anything, ``KeyboardInterrupt`` included, for while a farm runs
+#: its signal handler takes Ctrl-C, so only the user's ``__setstate__`` or
+#: ``__reduce__`` can raise it there.
+UNPICKLING_ERRORS: tuple[type[BaseException], ...] = (BaseException,)
 
 
 class Batch(list):

@@ -19,6 +19,7 @@ from . import _wire
 from ._ft import is_loss
 from ._outcome import (
     PICKLING_ERRORS,
+    UNPICKLING_ERRORS,
     Batch,
     InitializerError,
     Outcome,
@@ -295,7 +296,7 @@ def serve_dynamic(comm, root: int) -> None:
     backoff = poll.Backoff()
     try:
         setup = _wire.received(comm, poll.recv(comm, root, Tag.SETUP, backoff=backoff), root)
-    except PICKLING_ERRORS as exc:  # the function is missing here: each task says so
+    except UNPICKLING_ERRORS as exc:  # the function is missing here: each task says so
         setup = (_unusable(unpickling_summary(exc, "the farm's function")), None, ())
     if setup is None:
         return  # not needed: more ranks than cores or than tasks
@@ -378,7 +379,7 @@ class Mailbox:
             tag = status.Get_tag()
             try:
                 obj = _wire.received(comm, message.recv(), root)
-            except PICKLING_ERRORS as exc:  # the message was read; its tasks fail
+            except UNPICKLING_ERRORS as exc:  # the message was read; its tasks fail
                 if tag != Tag.TASK:
                     raise
                 reply = Batch()

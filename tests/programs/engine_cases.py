@@ -85,6 +85,7 @@ HOSTILE = [
     (SystemExit, "dump", False),
     (ZeroDivisionError, "load", False),
     (SystemExit, "load", False),
+    (KeyboardInterrupt, "load", False),
     (RuntimeError, "dump", True),
     (SystemExit, "dump", True),
     (ValueError, "load", True),
@@ -133,7 +134,7 @@ def pickling(ex: FarmExecutor) -> str:
     futures = [(bad, ex.submit(fn, *args)) for fn, args, bad in calls]
     travels = ex.workers > 1 or not ex.stats.root_computes
     if travels:  # a result that fails to unpickle here, alone
-        for kind in (ValueError, SystemExit):
+        for kind in (ValueError, SystemExit, KeyboardInterrupt):
             futures.append((True, ex.submit(result_unpickles_badly, kind)))
             futures[-1][1].exception(timeout=60)
     outcomes = []
