@@ -31,6 +31,7 @@ from ._outcome import (
     FarmError,
     FarmStartError,
     FarmStats,
+    FarmTimeout,
     Outcome,
     Schedule,
     Tag,
@@ -317,6 +318,11 @@ class Farm:
                     try:
                         for index, value in self._root(comm, work, layout, ft, begin, offsets):
                             yield self._todo[index], value
+                    except FarmTimeout as exc:
+                        # The late worker cannot be released: if the caller
+                        # goes on, the job still ends with the program.
+                        _stop.abort_job_at_exit(str(exc))
+                        raise
                     except GeneratorExit:
                         if self._stop is not None:  # the workers wait to agree on a stop
                             _stop.agree(comm, 0, ft)

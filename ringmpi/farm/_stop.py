@@ -23,9 +23,11 @@ or SIGUSR1 to ``mpiexec``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -145,3 +147,25 @@ def agree(comm, signum: int, ft: bool) -> int:
             raise
         return signum  # a rank was lost: each survivor goes by what it knows
     return int(decided[0])
+
+
+def abort_job(why: str) -> None:
+    """End the whole job with one line: workers that cannot be released
+    (a task ran past its time) would keep it alive for ever."""
+    from mpi4py import MPI
+
+    print_error(f"the farm's workers cannot be released ({why}): ending the job")
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    MPI.COMM_WORLD.Abort(1)
+
+
+_abort_registered: list[str] = []
+
+
+def abort_job_at_exit(why: str) -> None:
+    """The root raised after its workers were stuck and the program may go
+    on (it caught the error): end the job when the program ends."""
+    if not _abort_registered:
+        atexit.register(lambda: abort_job(_abort_registered[0]))
+    _abort_registered[:] = [why]

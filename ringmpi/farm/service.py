@@ -21,7 +21,6 @@ import numbers
 import pickle
 import queue
 import socket
-import sys
 import threading
 import time
 import types
@@ -32,9 +31,9 @@ from concurrent.futures import BrokenExecutor, Future
 from typing import Any
 
 from ..base import config, mpilib, poll
-from ..base.errors import RingmpiError, print_error
+from ..base.errors import RingmpiError
 from . import _leftovers as leftovers
-from . import _memory, _shared
+from . import _memory, _shared, _stop
 from . import _start as _starting
 from ._engine import GROWTH, Engine, Hooks
 from ._ft import leave
@@ -507,11 +506,7 @@ class Service:
         if not self.done.is_set():
             self.shutdown(wait=True, cancel_futures=self.exit_cancels)
         if self.stuck:
-            from mpi4py import MPI
-
-            print_error(f"the farm's workers cannot be released ({self.broken}): ending the job")
-            sys.stdout.flush()
-            MPI.COMM_WORLD.Abort(1)
+            _stop.abort_job(str(self.broken))
 
 
 def _at_exit(service: weakref.ref[Service]) -> None:

@@ -10,6 +10,7 @@
 * ``initializer``: an initializer that raises; pending and later submits;
 * ``broken``: the root's thread fails: pending futures and later submits;
 * ``pool-timeout``: README's emcee pattern with ``task_timeout`` and a stuck task;
+  ``farm-timeout``: ``farm_map`` with one, its ``FarmTimeout`` caught;
 * ``chunksize``: what FarmPool says of a bad chunksize, and its sizes;
 * ``misuse``: bad roots, an intercommunicator, a lambda, the executor or a
   communicator as a task's argument;
@@ -138,6 +139,16 @@ def pool_timeout(comm) -> str:
     return ""
 
 
+def farm_timeout(comm) -> str:
+    from ringmpi.farm import farm_map
+
+    try:
+        farm_map(comm, stuck, range(8), task_timeout=2)
+    except Exception as exc:
+        print(f"farm_map raised {type(exc).__name__}", flush=True)
+    return "the script goes on" if comm.Get_rank() == 0 else ""
+
+
 def chunksize(comm) -> str:
     with FarmPool(comm) as pool:
         if pool is None:
@@ -259,6 +270,7 @@ def main() -> int:
         "initializer": initializer,
         "broken": broken,
         "pool-timeout": pool_timeout,
+        "farm-timeout": farm_timeout,
         "chunksize": chunksize,
         "misuse": misuse,
         "generator": generator,
