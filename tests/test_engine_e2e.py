@@ -131,6 +131,20 @@ def test_task_timeout_without_launch_ends_the_job(n, mode):
     ), result.describe()
 
 
+@pytest.mark.parametrize("how", ["farm", "executor"])
+def test_a_worker_lost_under_ulfm_without_fault_tolerance_ends_the_job_with_one_line(how):
+    result = helper.run_mpiexec(
+        3, HOSTILE, "lost-not-ft", how, timeout=60, mpiexec_args=["--with-ft", "ulfm"]
+    )
+    assert result.returncode != 0, result.describe()
+    assert len(result.error_lines) == 1, result.describe()
+    assert re.match(
+        r"error: the farm lost rank 2@\S+ \(it died\): MPI reports .*fault_tolerant=True",
+        result.error_lines[0],
+    ), result.describe()
+    assert "Traceback" not in result.stderr, result.describe()
+
+
 def test_pool_refuses_a_bad_chunksize_and_has_sizes():
     result = run_hostile(3, "chunksize").check(0)
     assert "['ValueError'], size: True" in result.stdout, result.describe()

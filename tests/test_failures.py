@@ -271,13 +271,13 @@ RUNTIME = {
             "^done: 6 of 6 results",
         ],
     ),
-    # ULFM on, but the run not fault tolerant: the survivors see MPI's
-    # "process failed" error; one line names the lost rank and the fix.
+    # ULFM on, but the run not fault tolerant: the root sees MPI's "process
+    # failed" error; one line names the lost rank and the fix, the job ends.
     "worker-sigkill-ulfm-not-ft": Case(
         4,
         [*HELD, *BUSY],
         ANY,
-        r"^error: \[0@\S+\] lost rank 2 \(it died\): .*--fault-tolerant",
+        r"^error: the farm lost rank 2@\S+ \(it died\): .*--fault-tolerant",
         seconds=30,
         fault=signal_when_holding(2, signal.SIGKILL),
         mpiexec_args=["--with-ft", "ulfm"],

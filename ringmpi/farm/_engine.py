@@ -36,7 +36,7 @@ from typing import Any
 
 from ..base import poll
 from ..base.errors import RingmpiError, format_exception
-from . import _ft, _shared, _wire
+from . import _ft, _shared, _stop, _wire
 from ._outcome import (
     PICKLING_ERRORS,
     UNPICKLING_ERRORS,
@@ -279,22 +279,45 @@ class Engine:
     def outcomes(self) -> Iterator[list[Outcome]]:
         """Hand out work and yield each batch of outcomes as it arrives, until
         every task is done (or the run failed and what ran is in)."""
-        while True:
-            self.release_sends()
-            self.source.fill(self)
-            if self.stop is not None:
-                self._heed_stop()
-                if self.abandoned:
+        from mpi4py import MPI
+
+        try:
+            while True:
+                self.release_sends()
+                self.source.fill(self)
+                if self.stop is not None:
+                    self._heed_stop()
+                    if self.abandoned:
+                        return
+                if self.failed:
+                    self._take_back_all()
+                else:
+                    self._hand_out()
+                arrived = self._take_in()
+                if not arrived and not self._pending():
                     return
-            if self.failed:
-                self._take_back_all()
-            else:
-                self._hand_out()
-            arrived = self._take_in()
-            if not arrived and not self._pending():
-                return
-            yield from arrived
-            del arrived  # not held while the next comes: a result is the caller's alone
+                yield from arrived
+                del arrived  # not held while the next comes: a result is the caller's alone
+        except MPI.Exception as exc:
+            if not self.ft and _ft.is_loss(exc):
+                self._lost_without_ft(exc)
+            raise
+
+    def _lost_without_ft(self, exc) -> None:
+        """A rank was lost under ULFM (``mpiexec --with-ft ulfm``) but the
+        farm is not fault tolerant: end the job with one line, as Open MPI
+        does without ULFM (the others would wait for the lost one for ever)."""
+        try:
+            ranks = _ft.acknowledge_failed(self.comm)
+        except Exception:  # an MPI without the ULFM calls
+            ranks = []
+        who = ", ".join(f"{rank}@{self._host(rank)}" for rank in ranks)
+        who = f"{'rank' if len(ranks) == 1 else 'ranks'} {who}" if ranks else "a rank"
+        _stop.abort_job(
+            f"the farm lost {who} (it died): MPI reports {exc.Get_error_string()}; this farm "
+            "is not fault tolerant, so the job ends (pass --fault-tolerant, or "
+            "fault_tolerant=True to the farm, to survive lost workers)"
+        )
 
     def _pending(self) -> bool:
         return bool(

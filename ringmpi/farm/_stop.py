@@ -150,22 +150,23 @@ def agree(comm, signum: int, ft: bool) -> int:
 
 
 def abort_job(why: str) -> None:
-    """End the whole job with one line: workers that cannot be released
-    (a task ran past its time) would keep it alive for ever."""
+    """End the whole job with one ``error:`` line: workers that cannot be
+    released (a task ran past its time, a rank was lost) would keep it alive."""
     from mpi4py import MPI
 
-    print_error(f"the farm's workers cannot be released ({why}): ending the job")
+    print_error(why)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
     MPI.COMM_WORLD.Abort(1)
 
 
 _abort_registered: list[str] = []
+STUCK = "the farm's workers cannot be released ({}): ending the job"
 
 
 def abort_job_at_exit(why: str) -> None:
     """The root raised after its workers were stuck and the program may go
     on (it caught the error): end the job when the program ends."""
     if not _abort_registered:
-        atexit.register(lambda: abort_job(_abort_registered[0]))
+        atexit.register(lambda: abort_job(STUCK.format(_abort_registered[0])))
     _abort_registered[:] = [why]

@@ -506,7 +506,7 @@ class Service:
         if not self.done.is_set():
             self.shutdown(wait=True, cancel_futures=self.exit_cancels)
         if self.stuck:
-            _stop.abort_job(str(self.broken))
+            _stop.abort_job(_stop.STUCK.format(self.broken))
 
 
 def _at_exit(service: weakref.ref[Service]) -> None:

@@ -11,6 +11,7 @@
 * ``broken``: the root's thread fails: pending futures and later submits;
 * ``pool-timeout``: README's emcee pattern with ``task_timeout`` and a stuck task;
   ``farm-timeout``: ``farm_map`` with one, its ``FarmTimeout`` caught;
+* ``lost-not-ft farm|executor``: a worker dies under ULFM, without fault tolerance;
 * ``chunksize``: what FarmPool says of a bad chunksize, and its sizes;
 * ``misuse``: bad roots, an intercommunicator, a lambda, the executor or a
   communicator as a task's argument;
@@ -136,6 +137,25 @@ def pool_timeout(comm) -> str:
     except Exception as exc:
         print(f"map raised {type(exc).__name__}", flush=True)
     pool.close()
+    return ""
+
+
+def dies_on_two(x: int) -> int:
+    if MPI.COMM_WORLD.Get_rank() == 2:  # at its first task
+        os.kill(os.getpid(), 9)
+    time.sleep(0.05)
+    return x
+
+
+def lost_not_ft(comm) -> str:
+    """A worker dies under ULFM, the farm not fault tolerant (argv: how)."""
+    from ringmpi.farm import farm_map
+
+    if sys.argv[2] == "farm":
+        return str(farm_map(comm, dies_on_two, range(12), chunksize=1, cores=3))
+    with FarmExecutor(comm, cores=3) as ex:
+        if ex is not None:
+            return str(list(ex.map(dies_on_two, range(12))))
     return ""
 
 
@@ -271,6 +291,7 @@ def main() -> int:
         "broken": broken,
         "pool-timeout": pool_timeout,
         "farm-timeout": farm_timeout,
+        "lost-not-ft": lost_not_ft,
         "chunksize": chunksize,
         "misuse": misuse,
         "generator": generator,
