@@ -37,6 +37,7 @@ from typing import Any
 from ..base import poll
 from ..base.errors import RingmpiError, format_exception
 from . import _ft, _shared, _stop, _wire
+from . import _leftovers as leftovers
 from ._outcome import (
     PICKLING_ERRORS,
     UNPICKLING_ERRORS,
@@ -247,6 +248,8 @@ class Engine:
         self.local: queue.SimpleQueue = queue.SimpleQueue()
         self.helper: Runner | None = None
         self.helper_thread: threading.Thread | None = None
+        #: what the tasks run on the root leave running (when it computes)
+        self.daemons: leftovers.DaemonWatch | None = None
         self.helper_error: BaseException | None = None
         self.lock = threading.RLock()
         #: rank -> chunks sent to it, and the last few as ``(number, indices)``
@@ -814,9 +817,13 @@ class Engine:
         if self.ready and not self.held:
             log.info("every worker is lost: the root computes the rest")
 
-        self.helper = Runner(prepare(self.setup), self.root, self.host, report)
+        self.daemons = leftovers.DaemonWatch()
+        fn = self.daemons.wrap(prepare(self.setup))
+        self.helper = Runner(fn, self.root, self.host, report)
         self.stats.worker(self.root)
-        self.helper_thread = threading.Thread(target=self._compute_here, daemon=True)
+        self.helper_thread = threading.Thread(
+            target=self._compute_here, name="ringmpi-root-compute", daemon=True
+        )
         self.helper_thread.start()
 
     def _compute_here(self) -> None:
@@ -825,6 +832,9 @@ class Engine:
             self.helper.run()
         except BaseException as exc:  # never lose a task silently
             self.helper_error = exc
+        finally:
+            if self.daemons is not None:
+                self.daemons.note_children()
 
     # -- the end ---------------------------------------------------------------------
 
@@ -836,6 +846,9 @@ class Engine:
             self.helper.close()
         if self.helper_thread is not None:
             self.helper_thread.join()
+        if self.daemons is not None:
+            for line in self.daemons.warnings(f"{self.root}@{self.host}"):
+                log.warning("%s", line)
         for rank in [*self.held, *self.spares]:
             self._send(None, rank, Tag.TASK)
         for request in self.requests:

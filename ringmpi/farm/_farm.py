@@ -332,7 +332,11 @@ class Farm:
                     self._serve(comm, ft)
                     self._agree_on_stop(comm, ft, 0)
             finished = True
-            left = leftovers.warning(running, f"{comm.Get_rank()}@{self.host}")
+            # On the root the dynamic schedule runs tasks on the engine's
+            # compute thread, which names what they leave.
+            watched = self._is_root and self.schedule is Schedule.DYNAMIC
+            where = f"{comm.Get_rank()}@{self.host}"
+            left = None if watched else leftovers.warning(running, where)
             if left is not None:
                 log.warning("%s", left)
         finally:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,12 @@ def _threads() -> dict[int, threading.Thread]:
     }
 
 
-def _children() -> dict[int, str]:
-    """Live (not zombie) children of this process, with their command line (Linux)."""
+def _children(tids: list[str] | None = None) -> dict[int, str]:
+    """Live (not zombie) children of this process (or of its threads
+    ``tids``), with their command line (Linux)."""
     found: dict[int, str] = {}
     try:
-        tasks = os.listdir("/proc/self/task")
+        tasks = os.listdir("/proc/self/task") if tids is None else tids
     except OSError:
         return found
     for tid in tasks:
@@ -69,6 +73,10 @@ def left_behind(before: Snapshot) -> str | None:
     """
     threads = [t for ident, t in _threads().items() if ident not in before.threads]
     children = {pid: c for pid, c in _children().items() if pid not in before.children}
+    return _named(threads, children)
+
+
+def _named(threads: list[threading.Thread], children: dict[int, str]) -> str | None:
     parts = [f"thread {t.name!r}" for t in threads]
     for pid, command in sorted(children.items()):
         shown = command if len(command) <= 40 else command[:37] + "..."
@@ -83,7 +91,10 @@ def warning(before: Snapshot, where: str) -> str | None:
         before: The snapshot taken as the farm started.
         where: The rank, as ``rank@host``.
     """
-    what = left_behind(before)
+    return _warning(left_behind(before), where)
+
+
+def _warning(what: str | None, where: str) -> str | None:
     if what is None:
         return None
     return (
@@ -91,3 +102,63 @@ def warning(before: Snapshot, where: str) -> str | None:
         "until it stops (join the thread or wait for the process in the task, "
         "or make it a daemon)"
     )
+
+
+class DaemonWatch:
+    """What the tasks run on the root's compute thread leave running.
+
+    That thread is a daemon (a task stuck there must not keep the root
+    alive), so the threads its tasks start are daemons too: unlike on a
+    worker, the interpreter does not wait for them, and they stop when the
+    program ends. Only a change in the number of threads makes it look.
+    Their child processes are the compute thread's own, read as it ends:
+    not those of the program's other threads.
+    """
+
+    def __init__(self) -> None:
+        self.known: weakref.WeakSet[threading.Thread] = weakref.WeakSet(threading.enumerate())
+        self.count = threading.active_count()
+        self.started: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+        self.children: dict[int, str] = {}
+
+    def note_children(self) -> None:
+        """On the compute thread, as it ends: note its live children."""
+        self.children = _children([str(threading.get_native_id())])
+
+    def wrap(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """Return ``fn``, noting the threads each call leaves running."""
+
+        def watched(task: Any) -> Any:
+            try:
+                return fn(task)
+            finally:
+                if threading.active_count() != self.count:
+                    self._look()
+
+        return watched
+
+    def _look(self) -> None:
+        for thread in threading.enumerate():
+            if thread not in self.known:
+                self.known.add(thread)
+                if thread.daemon and not thread.name.startswith("ringmpi-"):
+                    self.started.add(thread)
+        self.count = threading.active_count()
+
+    def warnings(self, where: str) -> list[str]:
+        """The warning lines for what still runs: children, then threads."""
+        lines = []
+        children = {pid: c for pid, c in self.children.items() if os.path.exists(f"/proc/{pid}")}
+        child_line = _warning(_named([], children), where)
+        if child_line is not None:
+            lines.append(child_line)
+        alive = sorted((t for t in self.started if t.is_alive()), key=lambda t: t.name)
+        if not alive:
+            return lines
+        names = _named(alive, {})
+        lines.append(
+            f"a task left {names} running on rank {where}, the root, after the farm: tasks "
+            "there run on a daemon thread, so each is a daemon too and stops when the program "
+            "ends (join it in the task to keep its work)"
+        )
+        return lines
