@@ -64,6 +64,15 @@ def test_terminate_cancels_what_has_not_started(tmp_path):
     assert int(match.group(2)) == 2 and float(match.group(1)) < 10, result.describe()
 
 
+def test_results_that_fail_to_unpickle_on_the_root_fail_alone_in_a_shared_report(tmp_path):
+    # Instant tasks of one chunk on one worker: their results come in one
+    # report; three of them cannot be unpickled on the root (a reduce that
+    # raises ValueError or KeyboardInterrupt, a class the root lacks).
+    result = helper.run_mpiexec(2, PROGRAM, "one-report", str(tmp_path), timeout=60).check(0)
+    line = "innocent: 9 of 9, bad failed: 3 of 3, one line: True, named: True"
+    assert line in result.stdout, result.describe()
+
+
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("mode", ["pickling", "pickling-farm"])
 def test_pickling_that_raises_anything_fails_that_task_alone(tmp_path, mode, n):

@@ -62,3 +62,50 @@ def test_small_buffers_are_not_kept_and_release_lets_go():
     assert len(recycler) == 1  # kept for the next farm
     recycler.release()
     assert len(recycler) == 0
+
+
+def _refuse(word):
+    raise ValueError(word)
+
+
+class _RefusesHere:
+    """Unpickles by calling a function that raises."""
+
+    def __reduce__(self):
+        return (_refuse, ("no",))
+
+
+class _RaisesAsSet:
+    def __init__(self):
+        self.state = 1
+
+    def __setstate__(self, state):
+        raise ValueError("never set")
+
+
+def test_a_stream_that_raises_is_salvaged_around_what_raised():
+    import pickle as std
+
+    from ringmpi.farm._wire import Salvaged, Unreadable, _load_salvaging
+
+    data = std.dumps([1, _RefusesHere(), {"k": _RefusesHere()}, np.arange(3)], protocol=5)
+    got = _load_salvaging(data, None)
+    assert isinstance(got, Salvaged)
+    assert got.obj[0] == 1 and got.obj[3].tolist() == [0, 1, 2]
+    assert isinstance(got.obj[1], Unreadable) and isinstance(got.obj[2]["k"], Unreadable)
+    assert sorted(map(id, (got.obj[1], got.obj[2]["k"]))) == sorted(got.unreadable)
+    assert all(str(exc) == "no" for _, exc in got.unreadable.values())
+    assert str(got.error) == "no"
+
+
+def test_a_stream_that_cannot_be_salvaged_raises_what_it_raised():
+    from ringmpi.farm._wire import _load_salvaging
+
+    data = pickle.dumps([1, _RaisesAsSet()], protocol=5)
+    try:
+        _load_salvaging(data, None)
+    except ValueError as exc:
+        assert str(exc) == "never set"
+    else:
+        raise AssertionError("it unpickled")
+    assert _load_salvaging(pickle.dumps([1, 2]), None) == [1, 2]

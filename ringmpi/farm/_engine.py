@@ -562,7 +562,10 @@ class Engine:
             while message is not None:
                 rank = status.Get_source()
                 try:
-                    batch, busy = _wire.received(self.comm, message.recv(), rank)
+                    got = _wire.receive_salvaging(self.comm, message, status)
+                    if type(got) is _wire.Salvaged:
+                        got = self._salvaged(rank, got)
+                    batch, busy = got
                 except UNPICKLING_ERRORS as exc:  # read, but not understood
                     self._unreadable_report(rank, exc)
                     message = self.comm.improbe(MPI.ANY_SOURCE, Tag.RESULT, status)
@@ -676,7 +679,13 @@ class Engine:
             why = self.unread.pop(rank)
         for index in lost:
             task = self.tasks[index]
-            error = TaskError(index, short_repr(task), rank, failed.host, why[0], why[1])
+            summary = why[0]
+            if len(lost) > 1 and batch.unreadable is None:
+                # One report, one stream: which of its results raised is not known.
+                others = ", ".join(str(i) for i in lost if i != index)
+                summary = summary.replace("the result", "a result in it", 1)
+                summary = f"its result came in one report with that of task(s) {others}; {summary}"
+            error = TaskError(index, short_repr(task), rank, failed.host, summary, why[1])
             failed.append((index, None, error))
         if lost and chunks is not None:
             _forget(chunks, set(lost))
@@ -693,6 +702,32 @@ class Engine:
             self.source.forget(index)
         if self.stop_on_error:
             self.fail()
+
+    def _salvaged(self, rank: int, got: _wire.Salvaged) -> tuple[Batch, float]:
+        """A report that unpickled in part: each task whose result holds what
+        raised fails with that error, the others keep their results.
+
+        Raises:
+            BaseException: The error, when what raised cannot be told apart.
+        """
+        batch, busy = got.obj
+        if type(batch) is not Batch:
+            raise got.error
+        left = dict(got.unreadable)
+        outcomes: list[Outcome] = []
+        for index, value, error in batch:
+            found = _unreadable_in((value, error), left)
+            if not found:
+                outcomes.append((index, value, error))
+                continue
+            summary = unpickling_summary(found[0], "the result").replace("this rank", "the root")
+            task = self.tasks[index]
+            tb = format_exception(found[0])
+            failure = TaskError(index, short_repr(task), rank, self._host(rank), summary, tb)
+            outcomes.append((index, None, failure))
+        if left:  # somewhere the search did not reach
+            raise got.error
+        return Batch.like(batch, outcomes), busy
 
     def _unreadable_report(self, rank: int, exc: BaseException) -> None:
         """A report of ``rank`` did not unpickle: its tasks are not known yet;
@@ -888,6 +923,30 @@ def _done(chunks: deque[deque[int]], index: int) -> None:
         return
     while chunks and not chunks[0]:
         chunks.popleft()
+
+
+def _unreadable_in(obj: Any, left: dict[int, tuple[Any, BaseException]], depth: int = 5):
+    """The errors of the placeholders of ``left`` found in ``obj`` (in its
+    containers and attributes, ``depth`` levels down), taken from ``left``."""
+    found: list[BaseException] = []
+    stack = [(obj, 0)]
+    while stack and left:
+        item, level = stack.pop()
+        if isinstance(item, _wire.Unreadable):
+            hit = left.pop(id(item), None)
+            if hit is not None:
+                found.append(hit[1])
+            continue
+        if level >= depth:
+            continue
+        kind = type(item)
+        if kind in (list, tuple, set, frozenset) or isinstance(item, list):
+            stack.extend((x, level + 1) for x in item)
+        elif kind is dict:
+            stack.extend((x, level + 1) for pair in item.items() for x in pair)
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            stack.extend((x, level + 1) for x in vars(item).values())
+    return found
 
 
 def _forget(chunks: deque[deque[int]], indices: set[int]) -> None:

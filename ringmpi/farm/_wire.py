@@ -120,8 +120,9 @@ class Bulk:
     def __reduce__(self):
         return (Bulk, (self.stream, self.buffers))
 
-    def receive(self, comm, source: int) -> Any:
-        """Receive the parts from ``source`` and return the object."""
+    def receive(self, comm, source: int, salvaging: bool = False) -> Any:
+        """Receive the parts from ``source`` and return the object (or, if
+        ``salvaging`` and unpickling raised, a :class:`Salvaged`)."""
         data = np.empty(sum(self.stream), dtype=np.uint8)
         offset = 0
         for size in self.stream:
@@ -130,6 +131,8 @@ class Bulk:
         buffers = [RECYCLER.take(size) for size in self.buffers]
         for buffer in buffers:
             _transfer(comm.Recv, buffer, source)
+        if salvaging:
+            return _load_salvaging(data.data, buffers)
         return pickle.loads(data.data, buffers=buffers)
 
 
@@ -258,6 +261,99 @@ def isend(comm, obj: Any, dest: int, tag: int, sizes: list[int] | None = None):
     for part in (*segments, *buffers):
         requests.append(_transfer(comm.Isend, part, dest))
     return Sends(requests, [segments, buffers])
+
+
+class Unreadable:
+    """In a :class:`Salvaged` object, what raised as it was unpickled."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class Salvaged:
+    """A message whose unpickling raised ``error``, read again with an
+    :class:`Unreadable` in place of each object that raised (``unreadable``,
+    with the exception of each)."""
+
+    def __init__(self, obj: Any, unreadable: dict[int, tuple[Unreadable, BaseException]], error):
+        self.obj, self.unreadable, self.error = obj, unreadable, error
+
+
+class _Salvager(pickle.Unpickler):
+    """Unpickles what it can: each callable that raises gives an :class:`Unreadable`."""
+
+    def __init__(self, file, buffers):
+        super().__init__(file, buffers=buffers)
+        self.unreadable: dict[int, tuple[Unreadable, BaseException]] = {}
+
+    def _failed(self, exc: BaseException, kind: type[Unreadable] = Unreadable) -> Unreadable:
+        placeholder = object.__new__(kind)
+        self.unreadable[id(placeholder)] = (placeholder, exc)
+        return placeholder
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            found = super().find_class(module, name)
+        except BaseException as exc:  # missing here: its instances are unreadable
+            salvager, missing = self, exc
+
+            class Missing(Unreadable):
+                def __new__(cls, *args: Any, **kwargs: Any):
+                    return salvager._failed(missing, cls)
+
+            Missing.__qualname__ = Missing.__name__ = name
+            return Missing
+        if isinstance(found, type):
+            return found
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return found(*args, **kwargs)
+            except BaseException as exc:
+                return self._failed(exc)
+
+        return guarded
+
+
+def _load_salvaging(data: Any, buffers: list[Any] | None) -> Any:
+    import io
+
+    try:
+        return pickle.loads(data, buffers=buffers)
+    except BaseException as exc:  # whatever the user's code raised
+        error = exc
+    try:
+        salvager = _Salvager(io.BytesIO(data), buffers)
+        obj = salvager.load()
+    except BaseException:
+        raise error from None
+    if not salvager.unreadable:
+        raise error
+    return Salvaged(obj, salvager.unreadable, error)
+
+
+def receive_salvaging(comm, message, status) -> Any:
+    """Receive a matched message whose first part is ``message``, as
+    ``received(comm, message.recv(), source)`` would; if unpickling it raises,
+    return what could be read as a :class:`Salvaged`.
+
+    Raises:
+        BaseException: What unpickling raised, when nothing could be salvaged.
+    """
+    from mpi4py import MPI
+
+    data = bytearray(status.Get_count(MPI.BYTE))
+    message.Recv([data, MPI.BYTE])
+    obj = _load_salvaging(data, None)
+    if type(obj) is Bulk:
+        return obj.receive(comm, status.Get_source(), salvaging=True)
+    return obj
 
 
 def received(comm, obj: Any, source: int) -> Any:

@@ -96,13 +96,13 @@ HOSTILE = [
 def hostile_calls(travels: bool = True):
     """20 innocent tasks with the bad ones among them: ``(fn, args, bad)``.
 
-    A result that fails to unpickle on the root fails the tasks reported with
-    it (that ended on its worker within a few ms): those are left out here
-    and tried alone. Where nothing travels (one rank) only what raises when
-    pickled is bad, and only as a result."""
+    A result that fails to unpickle on the root comes in one report with
+    those of the tasks that ended on its worker within a few ms: they keep
+    theirs. Where nothing travels (one rank) only what raises when pickled is
+    bad, and only as a result."""
     calls = [(square, (i,), False) for i in range(20)]
     for k, (kind, when, result) in enumerate(HOSTILE):
-        if result and when == "load":
+        if not travels and result and when == "load":
             continue
         if not travels and not result:
             calls.insert(2 * k + 1, (name_of, (Hostile(kind, when),), False))
@@ -123,9 +123,20 @@ def hostile_check(outcomes) -> str:
     return f"innocent: {good} of {innocent}, bad failed: {failed} of {bad}, one line: {lines}"
 
 
-def result_unpickles_badly(kind: type[BaseException]) -> Hostile:
+class RaisesAsItIsSet:
+    """Raises ``kind`` as its state is set, on unpickling: the root cannot
+    tell which result of the report raised (it fails the report's tasks)."""
+
+    def __init__(self, kind: type[BaseException]):
+        self.kind = kind
+
+    def __setstate__(self, state):
+        raise state["kind"]("on purpose")
+
+
+def result_unpickles_badly(kind: type[BaseException]) -> RaisesAsItIsSet:
     time.sleep(0.2)  # reported alone
-    return Hostile(kind, "load")
+    return RaisesAsItIsSet(kind)
 
 
 def pickling(ex: FarmExecutor) -> str:
@@ -294,6 +305,36 @@ def terminate(comm) -> str:
     return f"terminated in {took:.1f} s, ran: {started()}, ready: {result.ready()}"
 
 
+if MPI.COMM_WORLD.Get_rank() != 0:
+
+    class WorkerOnly:
+        """A class the root does not have: its instances cannot unpickle there."""
+
+
+def worker_only() -> object:
+    return WorkerOnly()
+
+
+def one_report(comm) -> str:
+    """Results that fail to unpickle on the root among others of one report
+    (instant tasks, one chunk, one worker): each fails alone."""
+    from ringmpi.farm import farm_map
+
+    bad = {
+        3: (returns_hostile, (ValueError, "load")),
+        6: (returns_hostile, (KeyboardInterrupt, "load")),
+        9: (worker_only, ()),
+    }
+    calls = [(*bad.get(i, (square, (i,))), i in bad) for i in range(12)]
+    tasks = [(fn, args) for fn, args, _ in calls] if comm.Get_rank() == 0 else None
+    results = farm_map(comm, _apply, tasks, errors="collect", chunksize=12, cores=1)
+    if results is None:
+        return ""
+    outcomes = [(bad, got) for (_, _, bad), got in zip(calls, results)]
+    named = "define WorkerOnly at module level" in str(results[9])
+    return f"{hostile_check(outcomes)}, named: {named}"
+
+
 EXECUTOR_MODES = {
     "head-of-line": head_of_line,
     "running": running,
@@ -313,7 +354,12 @@ def main(argv) -> int:
             if ex is not None:
                 print(EXECUTOR_MODES[MODE](ex), flush=True)
         return 0
-    line = {"endless": endless, "terminate": terminate, "pickling-farm": pickling_farm}[MODE](comm)
+    line = {
+        "endless": endless,
+        "terminate": terminate,
+        "pickling-farm": pickling_farm,
+        "one-report": one_report,
+    }[MODE](comm)
     if line:
         print(line, flush=True)
     return 0
