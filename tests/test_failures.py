@@ -267,6 +267,7 @@ RUNTIME = {
         stdout=BUSY_LINES,
         also=[
             r"^lost worker rank 1@\S+; redid its tasks on the others: fib\(",
+            r"^ +1 \S+ +\d+ +[\d.]+  \(lost\)$",
             "^verified 6",
             "^done: 6 of 6 results",
         ],

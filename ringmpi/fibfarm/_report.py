@@ -77,8 +77,10 @@ def report(tasks, results, stats: FarmStats, baseline, size, args) -> str:
         + (f", split {args.split}" if args.split else "")
     )
     lines.append(f"# {'rank':>5} {'host':<20} {'tasks':>6} {'busy [s]':>9}")
+    gone = {lost.rank for lost in stats.lost}
     for w in stats.workers:
-        lines.append(f"  {w.rank:>5} {w.host:<20} {w.tasks:>6} {w.busy:>9.3f}")
+        mark = "  (lost)" if w.rank in gone else ""
+        lines.append(f"  {w.rank:>5} {w.host:<20} {w.tasks:>6} {w.busy:>9.3f}{mark}")
     for lost in stats.lost:
         redone = ", ".join(f"fib({tasks[i]})" for i in lost_tasks(lost.requeued, args, tasks))
         lines.append(
