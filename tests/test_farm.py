@@ -221,3 +221,18 @@ def test_acknowledging_failures_frees_both_groups_it_makes():
 
     assert _ft.acknowledge_failed(Comm()) == [2, 4]
     assert sorted(freed) == [[10, 11, 12, 13, 14], [12, 14]]
+
+
+def test_error_lines_show_an_executor_call_as_the_call():
+    from ringmpi.executor._pool import _map_chunk, _starmap_chunk
+    from ringmpi.farm._outcome import short_repr
+
+    assert short_repr((divmod, (7, 2), {})) == "divmod(7, 2)"
+    assert short_repr((sorted, ([3, 1],), {"reverse": True})) == "sorted([3, 1], reverse=True)"
+    assert short_repr((_map_chunk, (abs, [-3]), {})) == "abs(-3)"
+    assert short_repr((_map_chunk, (abs, [-3, 4]), {})) == "abs over [-3, 4]"
+    assert short_repr((_starmap_chunk, (divmod, [(7, 2)]), {})) == "divmod(7, 2)"
+    # A farm's task that is a tuple of another shape stays its repr.
+    assert short_repr((1, 2, 3)) == "(1, 2, 3)"
+    assert short_repr((abs, 2, {})) == repr((abs, 2, {}))
+    assert short_repr((divmod, ("x" * 100,), {})).endswith("...")

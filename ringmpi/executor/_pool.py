@@ -56,6 +56,12 @@ def _starmap_chunk(fn: Callable[..., Any], chunk: list[Sequence[Any]]) -> list[A
     return [fn(*args) for args in chunk]
 
 
+# Error lines name a chunk's task as fn(item) or fn over [items], not as
+# _map_chunk(fn, [items]) (ringmpi.farm's short_repr reads this).
+_map_chunk.applies = "map"  # type: ignore[attr-defined]
+_starmap_chunk.applies = "star"  # type: ignore[attr-defined]
+
+
 class AsyncResult:
     """The result of ``apply_async`` and ``map_async``, as ``multiprocessing``'s.
 

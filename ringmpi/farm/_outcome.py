@@ -368,9 +368,30 @@ def unpickling_summary(exc: BaseException, what: str) -> str:
 
 
 def short_repr(obj: Any, limit: int = 80) -> str:
-    """Return ``repr(obj)``, cut to ``limit`` characters."""
-    text = repr(obj)
+    """Return ``repr(obj)``, cut to ``limit`` characters; an executor's call
+    ``(fn, args, kwargs)`` as ``fn(arg, key=value)``."""
+    text = _call_repr(obj) if type(obj) is tuple and len(obj) == 3 else None
+    if text is None:
+        text = repr(obj)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _call_repr(call: tuple[Any, Any, Any]) -> str | None:
+    fn, args, kwargs = call
+    if not (callable(fn) and type(args) is tuple and type(kwargs) is dict):
+        return None
+    over = getattr(fn, "applies", None)  # a pool's chunk: (fn, items)
+    if over is not None and len(args) == 2 and not kwargs:
+        inner, items = args
+        name = getattr(inner, "__qualname__", repr(inner))
+        if over == "star" and len(items) == 1:
+            return f"{name}{tuple(items[0])!r}"
+        if len(items) == 1:
+            return f"{name}({items[0]!r})"
+        return f"{name} over {items!r}"
+    name = getattr(fn, "__qualname__", repr(fn))
+    words = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(words)})"
 
 
 class _Sink:
