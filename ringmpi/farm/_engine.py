@@ -227,6 +227,8 @@ class Engine:
         self.heard: dict[int, float] = {}
         #: rank -> tasks asked back and not yet answered for
         self.taking: dict[int, set[int]] = {}
+        #: rank -> ``Tag.TAKE`` messages sent and not yet answered
+        self.unanswered: dict[int, int] = {}
         #: ranks asked for everything unstarted (a stop, a failure, a steal)
         self.emptied: set[int] = set()
         #: task index -> the rank holding it
@@ -326,6 +328,7 @@ class Engine:
         return bool(
             any(self.held.values())
             or any(self.taking.values())
+            or any(self.unanswered.values())
             or (self.helper is not None and self.helper.held())
             or not self.local.empty()
             or (not self.failed and (self.ready or not self.source.exhausted))
@@ -512,7 +515,12 @@ class Engine:
         unstarted = [i for i in unstarted if i not in asked]
         if unstarted:
             asked.update(unstarted)
-            self._send(unstarted, rank, Tag.TAKE)
+            self._ask(unstarted, rank)
+
+    def _ask(self, indices: list[int], rank: int) -> None:
+        """Send ``rank`` a ``Tag.TAKE`` for ``indices`` (empty: a ping)."""
+        self._send(indices, rank, Tag.TAKE)
+        self.unanswered[rank] = self.unanswered.get(rank, 0) + 1
 
     def _take_back_all(self) -> None:
         for rank, chunks in self.held.items():
@@ -534,7 +542,7 @@ class Engine:
                 by_rank.setdefault(rank, []).append(index)
         for rank, asked in by_rank.items():
             self.taking.setdefault(rank, set()).update(asked)
-            self._send(asked, rank, Tag.TAKE)
+            self._ask(asked, rank)
         if self.helper is not None:
             self._requeue(self.helper.take_back(set(indices)))
 
@@ -609,6 +617,8 @@ class Engine:
         if failed:
             self._on_failed(rank, failed)
             self.unpickled.append(failed)
+        if batch.answer:
+            self.unanswered[rank] -= 1
         if batch.returned:
             self.taking.get(rank, set()).difference_update(batch.returned)
             if chunks is not None:
@@ -735,7 +745,7 @@ class Engine:
         summary = unpickling_summary(exc, "the result").replace("this rank", "the root")
         log.info("rank %d: %s", rank, summary)
         self.unread[rank] = (summary, format_exception(exc))
-        self._send([], rank, Tag.TAKE)
+        self._ask([], rank)
 
     def _host(self, rank: int) -> str:
         return self.stats.hosts[rank] if self.stats.hosts else "?"
@@ -813,6 +823,7 @@ class Engine:
             for index in indices:
                 self.where.pop(index, None)
             self.taking.pop(rank, None)
+            self.unanswered.pop(rank, None)
             self.emptied.discard(rank)
             self._requeue(indices)
             if rank in self.spares:

@@ -578,6 +578,8 @@ class Farm:
         signum = self._stop.signum or 0
         early = self._is_root and signum and self._final < total
         decided = _stop.agree(comm, signum if early else 0, ft)
+        if self._is_root:
+            _stop.read_notes(comm, Tag.STOP)
         if decided:
             raise self._stopped(decided, total, collective=True)
 

@@ -46,6 +46,11 @@ class Batch(list):
     returned: Sequence[int] = ()
     #: the answer to an empty ``Tag.TAKE``: every outcome before it was reported
     pong: bool = False
+    #: the answer to one ``Tag.TAKE`` (each gets exactly one): the root waits
+    #: for every answer before the farm ends, so that no message is left
+    #: unread on a communicator it frees (MPICH hands a freed communicator's
+    #: context to the next one, with what was left unread on it)
+    answer: bool = False
     #: why the worker could not unpickle the chunk it received as number ``seq``
     #: (counted from 0): ``(seq, summary, traceback)``
     unreadable: tuple[int, str, str] | None = None

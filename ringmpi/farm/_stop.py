@@ -149,6 +149,20 @@ def agree(comm, signum: int, ft: bool) -> int:
     return int(decided[0])
 
 
+def read_notes(comm, tag: int) -> None:
+    """On the root, read the stop notes (``tag``) still unread: one worker's
+    note stops the farm, but every worker that got the signal sent one, and
+    none may be left on a communicator that is freed (MPICH gives its context
+    to the next one, whose farm would read it and stop)."""
+    from mpi4py import MPI
+
+    with contextlib.suppress(MPI.Exception):  # a lost rank (ULFM): nothing to read
+        message = comm.improbe(MPI.ANY_SOURCE, tag)
+        while message is not None:
+            message.recv()
+            message = comm.improbe(MPI.ANY_SOURCE, tag)
+
+
 def abort_job(why: str) -> None:
     """End the whole job with one ``error:`` line: workers that cannot be
     released (a task ran past its time, a rank was lost) would keep it alive."""

@@ -394,6 +394,7 @@ class Mailbox:
                 back = runner.take_back(obj)
                 reply = Batch()
                 reply.returned = back
+                reply.answer = True
                 with runner.lock:
                     if not obj:  # a ping: every outcome so far goes first
                         if runner._outcomes:
