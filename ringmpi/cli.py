@@ -71,7 +71,10 @@ def describe() -> str:
         "",
     ]
     missing = mpilib.missing_library()
-    lines.append(f"MPI library: {'none: ' + missing if missing else 'found by mpi4py'}")
+    if missing:
+        lines.append(f"MPI library: none: {missing}")
+    else:
+        lines.append(f"MPI library: {mpilib.loaded_library() or 'one'} (found by mpi4py)")
     lines.append(f"mpiexec: {_mpiexec() or 'not found'}")
     return "\n".join(lines)
 

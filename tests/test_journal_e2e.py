@@ -189,7 +189,8 @@ def test_clean_stop_without_journal_says_what_was_lost(tmp_path):
     assert result.returncode == 128 + signal.SIGTERM, result.describe()
     one_error_line(
         result,
-        r"^error: stopped by SIGTERM: \d+ of 200 results were lost; "
+        r"^error: stopped by SIGTERM with \d+ of 200 results done, and no journal to keep "
+        "them; "
         r"run with --journal PATH to keep them next time$",
     )
 

@@ -34,6 +34,20 @@ def missing_library() -> str | None:
     return None
 
 
+def loaded_library() -> str | None:
+    """The MPI library's file that mpi4py loaded (after :func:`missing_library`
+    found one), read from ``/proc/self/maps``; None where that cannot be told."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1] if line.strip() else ""
+                if os.path.basename(path).startswith("libmpi.so"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
 def library_version() -> str:
     """Return ``MPI.Get_library_version()``: which MPI library runs (MPI started)."""
     from mpi4py import MPI

@@ -63,8 +63,8 @@ class FarmStopped(RingmpiError):
                 f"{self.journal}; rerun with {resume}"
             )
         return (
-            f"stopped by {name}: {self.done} of {self.total} results were lost; "
-            f"run with {keep} to keep them next time"
+            f"stopped by {name} with {self.done} of {self.total} results done, and no "
+            f"journal to keep them; run with {keep} to keep them next time"
         )
 
 

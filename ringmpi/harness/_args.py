@@ -70,7 +70,10 @@ def script_name(prog: str | None) -> str | None:
         return prog
     module = prog.removeprefix("python -m ")
     script = module.replace(".", "-")
-    return script if os.path.basename(sys.argv[0] or "") == script else prog
+    ran = os.path.basename(sys.argv[0] or "")
+    if ran == "ringmpi" and module.count(".") == 1:  # a subcommand: ringmpi run
+        return module.replace(".", " ")
+    return script if ran == script else prog
 
 
 def arg_type(parse: Callable[[str], T]) -> Callable[[str], T]:
