@@ -208,6 +208,35 @@ def test_a_plain_script_that_uses_an_executor_without_with_gets_one_line(n):
     assert "Traceback" not in result.stderr
 
 
+PLAIN = """
+from ringmpi import {cls}
+
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    with {cls}() as {name}:
+        print(sum({name}.map(square, range(100))))
+"""
+
+
+@pytest.mark.parametrize(("cls", "name"), [("FarmExecutor", "ex"), ("FarmPool", "pool")])
+def test_a_plain_script_run_without_ringmpi_run_says_how_once(tmp_path, cls, name):
+    # The workers get None and die of it: one traceback and one line with
+    # the fix, from one worker, not the same from every rank.
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN.format(cls=cls, name=name))
+    result = helper.run_mpiexec(4, str(script), timeout=60)
+    assert result.returncode != 0, result.describe()
+    assert "328350" in result.stdout, result.describe()  # the root's answer
+    assert result.stderr.count("Traceback") == 1, result.describe()
+    assert result.error_lines == [
+        f"error: {cls}() gives None on every rank but the root, whose {name} it is: use it "
+        f"under 'if {name} is not None:', or run the script with 'mpiexec -n N python -m "
+        "ringmpi.run plain.py', where it runs on the root alone"
+    ], result.describe()
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_a_task_generator_that_raises_on_the_root_releases_the_workers_at_once(n):
     result = helper.run_mpiexec(

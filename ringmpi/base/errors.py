@@ -6,6 +6,7 @@ into one line and an exit status. Nothing here needs MPI.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -178,8 +179,41 @@ _previous_hook = [sys.excepthook]
 _OURS = __file__.rsplit("/base/", 1)[0]
 
 
+_NONE_HINT = (
+    "{what}() gives None on every rank but the root, whose {name} it is: "
+    "use it under 'if {name} is not None:', or run the script with "
+    "'mpiexec -n N python -m ringmpi.run {script}', where it runs on the root alone"
+)
+
+
+#: Set on a worker whose executor or pool gave None (a plain script's
+#: habit): ``(hint, speaks)`` for an uncaught error about ``None`` there.
+_none_hint: list[tuple[str, bool]] = []
+
+
+def hint_on_none(what: str, name: str, speaks: bool) -> None:
+    """On a worker given ``None`` by ``with FarmExecutor() as ex:``: if the
+    program then dies of using that ``None`` (``'NoneType' object has no
+    attribute 'map'``), the rank that ``speaks`` shows the traceback and one
+    ``error:`` line with the fix (``what``: the class, ``name``: the usual
+    variable); the other workers, which die of the same, say nothing (not the
+    same traceback from every rank)."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else ""
+    hint = _NONE_HINT.format(what=what, name=name, script=script or "script.py")
+    _none_hint[:] = [(hint, speaks)]
+    if sys.excepthook is not _one_line:
+        _previous_hook[0] = sys.excepthook
+        sys.excepthook = _one_line
+
+
 def _one_line(kind, exc, tb) -> None:
     speaks = getattr(exc, "speaks", None)
+    if _none_hint and isinstance(exc, (AttributeError, TypeError)) and "NoneType" in str(exc):
+        hint, speaks = _none_hint[0]
+        if speaks:
+            _previous_hook[0](kind, exc, tb)
+            print_error(hint)
+        return
     if not isinstance(exc, RingmpiError) or speaks is None:
         _previous_hook[0](kind, exc, tb)
         return

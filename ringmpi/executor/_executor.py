@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
 
-from ..base.errors import raised_alike
+from ..base.errors import hint_on_none, raised_alike
 from ..farm import FarmStats
 from ..farm.service import (
     FarmBroken,
@@ -99,6 +99,7 @@ class FarmExecutor(Executor):
         shared: Any = None,
     ):
         self._comm = check_comm(comm, root)
+        self._default_comm = comm is None
         check_initializer(initializer)
         self._root = root
         self._options: dict[str, Any] = {
@@ -130,6 +131,9 @@ class FarmExecutor(Executor):
         service, serve = start(self._comm, self._root, **self._options)
         if serve is not None:
             serve()
+            if self._default_comm:  # a plain script's habit
+                speaks = speaks_for_workers(self._comm, self._root)
+                hint_on_none("FarmExecutor", "ex", speaks)
             return None
         self._service = service
         if self._hosted is not None and service is not None:
@@ -420,3 +424,8 @@ def _drain(values: list[Any]) -> Iterator[Any]:
     values.reverse()
     while values:
         yield values.pop()
+
+
+def speaks_for_workers(comm, root: int) -> bool:
+    """Whether this rank speaks for the workers: the lowest that is not the root."""
+    return comm.Get_rank() == (1 if root == 0 else 0)

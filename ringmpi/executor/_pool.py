@@ -34,6 +34,7 @@ from concurrent.futures import Future
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]  # not in typeshed
 from typing import Any
 
+from ..base.errors import hint_on_none
 from ..farm import TaskError
 from ..farm.service import (
     Service,
@@ -45,7 +46,7 @@ from ..farm.service import (
     task_exception,
 )
 from . import _hosted
-from ._executor import PULLED, _completed, _ordered, windowed
+from ._executor import PULLED, _completed, _ordered, speaks_for_workers, windowed
 
 
 def _map_chunk(fn: Callable[[Any], Any], chunk: list[Any]) -> list[Any]:
@@ -233,7 +234,11 @@ class FarmPool:
                 {"task_timeout": task_timeout, "memory_limit": memory_limit,
                  "fault_tolerant": fault_tolerant}
             )  # fmt: skip
+        given = comm is not None
         comm = check_comm(comm, root)
+        #: made without a communicator (a plain script's habit): whether this
+        #: rank speaks for the workers if one dies of the None it was given
+        self._speaks: bool | None = None if given else speaks_for_workers(comm, root)
         self._service, self._serve = start(
             comm, root, cores=cores, task_timeout=task_timeout,
             fault_tolerant=fault_tolerant, initializer=initializer, initargs=initargs,
@@ -276,6 +281,8 @@ class FarmPool:
     def __enter__(self) -> FarmPool | None:
         if self._service is None:
             self.wait()
+            if self._speaks is not None:
+                hint_on_none("FarmPool", "pool", self._speaks)
             return None
         if self._closed:
             raise ValueError("Pool not running")
