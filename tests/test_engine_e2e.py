@@ -130,10 +130,13 @@ def test_a_broken_executor_fails_every_pending_future_and_the_job_ends(n):
 @pytest.mark.parametrize("mode", ["pool-timeout", "farm-timeout"])
 def test_task_timeout_without_launch_ends_the_job(n, mode):
     result = run_hostile(n, mode, timeout=40)
-    assert result.returncode != 0, result.describe()
     assert "map raised FarmTimeout" in result.stdout, result.describe()
     if mode == "farm-timeout":  # when the program ends, not at once
         assert "the script goes on" in result.stdout, result.describe()
+        if n == 1:  # the root's late task runs on a daemon thread: nothing hangs
+            assert result.returncode == 0, result.describe()
+            return
+    assert result.returncode != 0, result.describe()
     assert any(
         "the farm's workers cannot be released" in line and "past the limit of 2 s" in line
         for line in result.error_lines

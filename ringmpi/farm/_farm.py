@@ -320,8 +320,10 @@ class Farm:
                             yield self._todo[index], value
                     except FarmTimeout as exc:
                         # The late worker cannot be released: if the caller
-                        # goes on, the job still ends with the program.
-                        _stop.abort_job_at_exit(str(exc))
+                        # goes on, the job still ends with the program (alone,
+                        # the root's late task is on a daemon thread: no hang).
+                        if comm.Get_size() > 1:
+                            _stop.abort_job_at_exit(str(exc))
                         raise
                     except GeneratorExit:
                         if self._stop is not None:  # the workers wait to agree on a stop
