@@ -169,13 +169,20 @@ def raised_alike(exc: RingmpiError, speaks: bool) -> RingmpiError:
     uncaught exception goes to the hook that was in place.
     """
     exc.speaks = speaks  # type: ignore[attr-defined]
-    if sys.excepthook is not _one_line:
-        _previous_hook[0] = sys.excepthook
-        sys.excepthook = _one_line
+    _install_hook()
     return exc
 
 
 _previous_hook = [sys.excepthook]
+
+
+def _install_hook() -> None:
+    """Put :func:`_one_line` in front of whatever ``sys.excepthook`` is now."""
+    if sys.excepthook is not _one_line:
+        _previous_hook[0] = sys.excepthook
+        sys.excepthook = _one_line
+
+
 _OURS = __file__.rsplit("/base/", 1)[0]
 
 
@@ -201,9 +208,7 @@ def hint_on_none(what: str, name: str, speaks: bool) -> None:
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else ""
     hint = _NONE_HINT.format(what=what, name=name, script=script or "script.py")
     _none_hint[:] = [(hint, speaks)]
-    if sys.excepthook is not _one_line:
-        _previous_hook[0] = sys.excepthook
-        sys.excepthook = _one_line
+    _install_hook()
 
 
 def _one_line(kind, exc, tb) -> None:
